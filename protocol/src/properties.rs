@@ -1,0 +1,178 @@
+//! An allocation-free view of the basic properties in a content header.
+//!
+//! The broker forwards a publisher's property octets to consumers unchanged, so headers
+//! arrive byte-identical and nothing is re-encoded per delivery. It only needs a few fields
+//! for itself (delivery mode, priority, expiration, user-id, the headers table for the
+//! headers exchange); [`PropertiesView::parse`] finds them and validates the rest.
+
+use crate::table::{skip_table, TableError};
+use amq_protocol::types::{parsing::parse_field_table, FieldTable};
+
+const CONTENT_TYPE: u16 = 1 << 15;
+const CONTENT_ENCODING: u16 = 1 << 14;
+const HEADERS: u16 = 1 << 13;
+const DELIVERY_MODE: u16 = 1 << 12;
+const PRIORITY: u16 = 1 << 11;
+const CORRELATION_ID: u16 = 1 << 10;
+const REPLY_TO: u16 = 1 << 9;
+const EXPIRATION: u16 = 1 << 8;
+const MESSAGE_ID: u16 = 1 << 7;
+const TIMESTAMP: u16 = 1 << 6;
+const TYPE: u16 = 1 << 5;
+const USER_ID: u16 = 1 << 4;
+const APP_ID: u16 = 1 << 3;
+const CLUSTER_ID: u16 = 1 << 2;
+
+/// The fields of a content header's properties that the broker acts on, borrowed from the
+/// raw property octets (flags included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PropertiesView<'a> {
+    /// delivery-mode: 2 means persistent.
+    pub delivery_mode: Option<u8>,
+    /// priority, 0-9 by the spec.
+    pub priority: Option<u8>,
+    /// The raw headers table, its length prefix included.
+    pub headers: Option<&'a [u8]>,
+    /// expiration, a per-message TTL in milliseconds as text.
+    pub expiration: Option<&'a [u8]>,
+    /// user-id, which RabbitMQ checks against the connection's user.
+    pub user_id: Option<&'a [u8]>,
+    /// reply-to, used by direct reply-to and RPC.
+    pub reply_to: Option<&'a [u8]>,
+}
+
+impl<'a> PropertiesView<'a> {
+    /// Parses property flags and values; every present value is bounds-checked and the
+    /// headers table depth-checked.
+    pub fn parse(raw: &'a [u8]) -> Result<Self, TableError> {
+        let flags_bytes = raw.get(..2).ok_or(TableError::Truncated)?;
+        let flags = u16::from_be_bytes([flags_bytes[0], flags_bytes[1]]);
+        let mut pos = 2;
+        // Bit 0 announces another flags word; basic has 14 properties, so any further
+        // words carry no flags we know and are skipped.
+        let mut more = flags & 1 == 1;
+        while more {
+            let w = raw.get(pos..pos + 2).ok_or(TableError::Truncated)?;
+            more = w[1] & 1 == 1;
+            pos += 2;
+        }
+        let mut view = PropertiesView::default();
+        let short_str = |pos: &mut usize| -> Result<&'a [u8], TableError> {
+            let len = *raw.get(*pos).ok_or(TableError::Truncated)? as usize;
+            let s = raw.get(*pos + 1..*pos + 1 + len).ok_or(TableError::Truncated)?;
+            *pos += 1 + len;
+            Ok(s)
+        };
+        if flags & CONTENT_TYPE != 0 {
+            short_str(&mut pos)?;
+        }
+        if flags & CONTENT_ENCODING != 0 {
+            short_str(&mut pos)?;
+        }
+        if flags & HEADERS != 0 {
+            let rest = raw.get(pos..).ok_or(TableError::Truncated)?;
+            let len = skip_table(rest)?;
+            view.headers = Some(&rest[..len]);
+            pos += len;
+        }
+        if flags & DELIVERY_MODE != 0 {
+            view.delivery_mode = Some(*raw.get(pos).ok_or(TableError::Truncated)?);
+            pos += 1;
+        }
+        if flags & PRIORITY != 0 {
+            view.priority = Some(*raw.get(pos).ok_or(TableError::Truncated)?);
+            pos += 1;
+        }
+        if flags & CORRELATION_ID != 0 {
+            short_str(&mut pos)?;
+        }
+        if flags & REPLY_TO != 0 {
+            view.reply_to = Some(short_str(&mut pos)?);
+        }
+        if flags & EXPIRATION != 0 {
+            view.expiration = Some(short_str(&mut pos)?);
+        }
+        if flags & MESSAGE_ID != 0 {
+            short_str(&mut pos)?;
+        }
+        if flags & TIMESTAMP != 0 {
+            raw.get(pos..pos + 8).ok_or(TableError::Truncated)?;
+            pos += 8;
+        }
+        if flags & TYPE != 0 {
+            short_str(&mut pos)?;
+        }
+        if flags & USER_ID != 0 {
+            view.user_id = Some(short_str(&mut pos)?);
+        }
+        if flags & APP_ID != 0 {
+            short_str(&mut pos)?;
+        }
+        if flags & CLUSTER_ID != 0 {
+            short_str(&mut pos)?;
+        }
+        Ok(view)
+    }
+
+    /// True for delivery-mode 2.
+    pub fn persistent(&self) -> bool {
+        self.delivery_mode == Some(2)
+    }
+
+    /// Decodes the headers table (already depth-checked by [`Self::parse`]).
+    pub fn headers_table(&self) -> Option<FieldTable> {
+        let raw = self.headers?;
+        parse_field_table(raw).ok().map(|(_, t)| t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::frame::WriteContext;
+    use amq_protocol::protocol::basic::{gen_properties, AMQPProperties};
+    use amq_protocol::types::{AMQPValue, LongString};
+
+    fn encode(p: &AMQPProperties) -> Vec<u8> {
+        gen_properties(p)(WriteContext::from(Vec::new())).expect("encodes").write
+    }
+
+    #[test]
+    fn finds_the_fields_among_all_fourteen() {
+        let mut headers = FieldTable::default();
+        headers.insert("k".into(), AMQPValue::LongString(LongString::from("v")));
+        let p = AMQPProperties::default()
+            .with_content_type("text/plain".into())
+            .with_content_encoding("gzip".into())
+            .with_headers(headers.clone())
+            .with_delivery_mode(2)
+            .with_priority(7)
+            .with_correlation_id("c".into())
+            .with_reply_to("r".into())
+            .with_expiration("60000".into())
+            .with_message_id("m".into())
+            .with_timestamp(1234)
+            .with_type("t".into())
+            .with_user_id("guest".into())
+            .with_app_id("a".into())
+            .with_cluster_id("cl".into());
+        let raw = encode(&p);
+        let v = PropertiesView::parse(&raw).expect("valid");
+        assert!(v.persistent());
+        assert_eq!(v.priority, Some(7));
+        assert_eq!(v.expiration, Some(&b"60000"[..]));
+        assert_eq!(v.user_id, Some(&b"guest"[..]));
+        assert_eq!(v.reply_to, Some(&b"r"[..]));
+        assert_eq!(v.headers_table(), Some(headers));
+        for cut in 2..raw.len() {
+            assert!(PropertiesView::parse(&raw[..cut]).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn empty_properties() {
+        let v = PropertiesView::parse(&[0, 0]).expect("valid");
+        assert_eq!(v, PropertiesView::default());
+        assert!(PropertiesView::parse(&[]).is_err());
+    }
+}
