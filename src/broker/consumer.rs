@@ -1,0 +1,173 @@
+//! The delivery side of a channel, shared between the channel's connection and the queues
+//! that deliver to it: delivery tags, unacknowledged messages, prefetch limits, flow, and the
+//! channel's consumers.
+//!
+//! A queue delivering a message (from whichever task enqueued it) locks the queue, then the
+//! channel's [`DeliveryState`], then the connection's outbound buffer; the channel's own task
+//! never holds its delivery lock while taking a queue lock, so the order cannot invert.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::broker::message::Message;
+use crate::broker::queue::Queue;
+use crate::outbound::Outbound;
+
+/// A consumer created by `basic.consume`.
+#[derive(Debug)]
+pub struct Consumer {
+    /// The consumer tag, unique on its channel.
+    pub tag: String,
+    /// The channel it delivers to.
+    pub channel: Arc<ChannelDelivery>,
+    /// The queue it consumes from.
+    pub queue: Arc<Queue>,
+    /// no-ack: deliveries are settled when sent.
+    pub no_ack: bool,
+    /// Exclusive consumer: no other consumer may use the queue.
+    pub exclusive: bool,
+    /// Its prefetch limit (basic.qos with global=false before consume); 0 is unlimited.
+    pub prefetch: u32,
+    /// Deliveries to it not yet acknowledged.
+    unacked: AtomicU32,
+}
+
+impl Consumer {
+    /// A consumer on `channel` for `queue`.
+    pub fn new(tag: String, channel: Arc<ChannelDelivery>, queue: Arc<Queue>, no_ack: bool, exclusive: bool, prefetch: u32) -> Self {
+        Consumer { tag, channel, queue, no_ack, exclusive, prefetch, unacked: AtomicU32::new(0) }
+    }
+
+    /// Delivers `msg` if this consumer and its channel have room; `false` if blocked (by
+    /// prefetch, channel.flow, a congested socket, or a closed channel).
+    pub fn try_deliver(self: &Arc<Self>, offset: u64, msg: &Arc<Message>, redelivered: bool) -> bool {
+        let mut state = self.channel.lock();
+        if state.closed || !state.flow_active {
+            return false;
+        }
+        if !self.no_ack {
+            // unacked is only changed under the channel's delivery lock.
+            if self.prefetch != 0 && self.unacked.load(Ordering::Relaxed) >= self.prefetch {
+                return false;
+            }
+            if state.prefetch_global != 0 && state.unacked.len() as u32 >= state.prefetch_global {
+                return false;
+            }
+        }
+        if self.channel.outbound.is_congested() {
+            return false;
+        }
+        state.next_tag += 1;
+        let tag = state.next_tag;
+        if !self.no_ack {
+            self.unacked.fetch_add(1, Ordering::Relaxed);
+            state.unacked.push_back(Unacked {
+                tag,
+                queue: Arc::clone(&self.queue),
+                offset,
+                msg: Arc::clone(msg),
+                consumer: Some(Arc::clone(self)),
+            });
+        }
+        self.channel.outbound.deliver(self.channel.id, &self.tag, tag, redelivered, msg);
+        true
+    }
+}
+
+/// A delivered, unacknowledged message.
+#[derive(Debug)]
+pub struct Unacked {
+    /// Its delivery tag on the channel.
+    pub tag: u64,
+    /// The queue it came from (it returns there on requeue).
+    pub queue: Arc<Queue>,
+    /// Its position in that queue.
+    pub offset: u64,
+    /// The message.
+    pub msg: Arc<Message>,
+    /// The consumer it went to (None for basic.get).
+    pub consumer: Option<Arc<Consumer>>,
+}
+
+/// The shared delivery state of one channel.
+#[derive(Debug)]
+pub struct ChannelDelivery {
+    /// The channel number.
+    pub id: u16,
+    /// The connection's outbound frames.
+    pub outbound: Arc<Outbound>,
+    /// The client takes basic.cancel from the server (capability consumer_cancel_notify).
+    pub cancel_notify: bool,
+    state: Mutex<DeliveryState>,
+}
+
+/// What a channel's delivery lock protects.
+#[derive(Debug)]
+pub struct DeliveryState {
+    /// The last delivery tag handed out.
+    pub next_tag: u64,
+    /// Unacknowledged deliveries in tag order.
+    pub unacked: VecDeque<Unacked>,
+    /// basic.qos global=true limit for the whole channel; 0 is unlimited.
+    pub prefetch_global: u32,
+    /// channel.flow: false stops deliveries.
+    pub flow_active: bool,
+    /// Set when the channel closes; queues then skip its consumers.
+    pub closed: bool,
+    /// The channel's consumers by tag.
+    pub consumers: HashMap<String, Arc<Consumer>>,
+}
+
+impl ChannelDelivery {
+    /// The delivery state of channel `id` writing to `outbound`.
+    pub fn new(id: u16, outbound: Arc<Outbound>, cancel_notify: bool) -> Self {
+        ChannelDelivery {
+            id,
+            outbound,
+            cancel_notify,
+            state: Mutex::new(DeliveryState {
+                next_tag: 0,
+                unacked: VecDeque::new(),
+                prefetch_global: 0,
+                flow_active: true,
+                closed: false,
+                consumers: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Locks the delivery state.
+    pub fn lock(&self) -> MutexGuard<'_, DeliveryState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl DeliveryState {
+    /// Removes the deliveries `tag` names: it alone, or with `multiple` every one up to it
+    /// (everything for tag 0). As in RabbitMQ the named tag must be outstanding: `None`
+    /// means 406 "unknown delivery tag" for the caller.
+    pub fn settle(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        let taken: Vec<Unacked> = if multiple && tag == 0 {
+            self.unacked.drain(..).collect()
+        } else {
+            let idx = self.unacked.binary_search_by_key(&tag, |u| u.tag).ok()?;
+            if multiple {
+                self.unacked.drain(..=idx).collect()
+            } else {
+                self.unacked.remove(idx).into_iter().collect()
+            }
+        };
+        for u in &taken {
+            if let Some(c) = &u.consumer {
+                c.unacked.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Some(taken)
+    }
+
+    /// True when [`Self::settle`] would accept `tag`.
+    pub fn is_outstanding(&self, tag: u64, multiple: bool) -> bool {
+        (multiple && tag == 0) || self.unacked.binary_search_by_key(&tag, |u| u.tag).is_ok()
+    }
+}

@@ -1,0 +1,483 @@
+//! A virtual host: its exchanges and queues, the topology operations on them (declare,
+//! delete, bind, unbind with RabbitMQ's rules and reply codes) and routing.
+//!
+//! Topology changes are serialised by one lock per vhost, as RabbitMQ serialises them per
+//! entity; routing only takes read locks, so publishers never wait on each other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+use warren_protocol::AmqpError;
+
+use crate::broker::consumer::Consumer;
+use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
+use crate::broker::message::Message;
+use crate::broker::queue::Queue;
+
+/// The arguments that decide whether two queue declarations are equivalent (RabbitMQ
+/// compares these and ignores others).
+const QUEUE_EQUIVALENCE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+];
+
+/// What `exchange.declare` asks for.
+#[derive(Debug, Clone)]
+pub struct ExchangeSpec {
+    /// The name.
+    pub name: String,
+    /// The type as sent.
+    pub kind: String,
+    /// Durable flag.
+    pub durable: bool,
+    /// Auto-delete flag.
+    pub auto_delete: bool,
+    /// Internal flag.
+    pub internal: bool,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+/// What `queue.declare` asks for.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    /// The name (already generated when the client sent "").
+    pub name: String,
+    /// Durable flag.
+    pub durable: bool,
+    /// The declaring connection when exclusive.
+    pub exclusive_owner: Option<u64>,
+    /// Auto-delete flag.
+    pub auto_delete: bool,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+/// A virtual host.
+#[derive(Debug)]
+pub struct VHost {
+    /// Its name.
+    pub name: String,
+    exchanges: RwLock<HashMap<String, Arc<Exchange>>>,
+    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    /// Serialises topology changes.
+    topology: Mutex<()>,
+}
+
+fn reserved(name: &str) -> bool {
+    name.starts_with("amq.")
+}
+
+fn flag(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
+impl VHost {
+    /// A vhost with the default exchange and the predeclared `amq.*` exchanges.
+    pub fn new(name: &str) -> Self {
+        let mut exchanges = HashMap::new();
+        for (xname, kind) in [
+            ("", ExchangeKind::Direct),
+            ("amq.direct", ExchangeKind::Direct),
+            ("amq.fanout", ExchangeKind::Fanout),
+            ("amq.topic", ExchangeKind::Topic),
+            ("amq.headers", ExchangeKind::Headers),
+            ("amq.match", ExchangeKind::Headers),
+        ] {
+            exchanges.insert(xname.to_owned(), Arc::new(Exchange::new(xname.to_owned(), kind, true, false, false, FieldTable::default())));
+        }
+        VHost { name: name.to_owned(), exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()) }
+    }
+
+    fn serialise(&self) -> MutexGuard<'_, ()> {
+        self.topology.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The exchange called `name`.
+    pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
+        self.exchanges.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// The queue called `name`.
+    pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
+        self.queues.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// The exchange called `name`, or 404.
+    pub fn exchange_or_404(&self, name: &str) -> Result<Arc<Exchange>, AmqpError> {
+        self.exchange(name).ok_or_else(|| AmqpError::not_found(format!("no exchange '{name}' in vhost '{}'", self.name)))
+    }
+
+    /// The queue called `name`, or 404.
+    pub fn queue_or_404(&self, name: &str) -> Result<Arc<Queue>, AmqpError> {
+        self.queue(name).ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", self.name)))
+    }
+
+    /// `exchange.declare`.
+    pub fn declare_exchange(&self, spec: ExchangeSpec, passive: bool) -> Result<Arc<Exchange>, AmqpError> {
+        if spec.name.is_empty() {
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+        }
+        if passive {
+            return self.exchange_or_404(&spec.name);
+        }
+        let Some(kind) = ExchangeKind::parse(&spec.kind) else {
+            return Err(AmqpError::command_invalid(format!("unknown exchange type '{}'", spec.kind)));
+        };
+        if reserved(&spec.name) {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
+        }
+        validate_exchange_args(&spec.arguments)?;
+        let _topology = self.serialise();
+        if let Some(existing) = self.exchange(&spec.name) {
+            let mismatch = |arg: &str, received: &str, current: &str| {
+                AmqpError::precondition_failed(format!(
+                    "inequivalent arg '{arg}' for exchange '{}' in vhost '{}': received '{received}' but current is '{current}'",
+                    spec.name, self.name
+                ))
+            };
+            if existing.kind != kind {
+                return Err(mismatch("type", kind.as_str(), existing.kind.as_str()));
+            }
+            if existing.durable != spec.durable {
+                return Err(mismatch("durable", flag(spec.durable), flag(existing.durable)));
+            }
+            if existing.auto_delete != spec.auto_delete {
+                return Err(mismatch("auto_delete", flag(spec.auto_delete), flag(existing.auto_delete)));
+            }
+            if existing.internal != spec.internal {
+                return Err(mismatch("internal", flag(spec.internal), flag(existing.internal)));
+            }
+            let ae = |t: &FieldTable| t.inner().get("alternate-exchange").cloned();
+            if ae(&existing.arguments) != ae(&spec.arguments) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "inequivalent arg 'alternate-exchange' for exchange '{}' in vhost '{}'",
+                    spec.name, self.name
+                )));
+            }
+            return Ok(existing);
+        }
+        let exchange = Arc::new(Exchange::new(spec.name.clone(), kind, spec.durable, spec.auto_delete, spec.internal, spec.arguments));
+        self.exchanges.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&exchange));
+        Ok(exchange)
+    }
+
+    /// `exchange.delete`: idempotent; 403 for the default and `amq.*` exchanges; 406 with
+    /// if-unused when it has bindings.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        if name.is_empty() {
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+        }
+        if reserved(name) {
+            return Err(AmqpError::access_refused(format!("exchange name '{name}' contains reserved prefix 'amq.*'")));
+        }
+        let _topology = self.serialise();
+        let Some(exchange) = self.exchange(name) else {
+            return Ok(());
+        };
+        if if_unused && exchange.has_bindings() {
+            return Err(AmqpError::precondition_failed(format!("exchange '{name}' in vhost '{}' in use", self.name)));
+        }
+        self.remove_exchange(&exchange);
+        Ok(())
+    }
+
+    /// Removes an exchange and every binding to it, cascading to auto-delete exchanges that
+    /// lose their last binding. Caller holds the topology lock.
+    fn remove_exchange(&self, exchange: &Arc<Exchange>) {
+        self.exchanges.write().unwrap_or_else(|p| p.into_inner()).remove(&exchange.name);
+        self.unbind_everywhere(&Destination::Exchange(Arc::clone(exchange)));
+    }
+
+    /// Removes bindings to `destination` from every exchange, then deletes auto-delete
+    /// exchanges left without bindings. Caller holds the topology lock.
+    fn unbind_everywhere(&self, destination: &Destination) {
+        let exchanges: Vec<Arc<Exchange>> = self.exchanges.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for x in exchanges {
+            if x.unbind_destination(destination) && x.auto_delete && !x.has_bindings() {
+                self.remove_exchange(&x);
+            }
+        }
+    }
+
+    /// `queue.declare`. Returns the queue and whether it was created.
+    pub fn declare_queue(&self, spec: QueueSpec, passive: bool, connection: u64) -> Result<Arc<Queue>, AmqpError> {
+        if passive {
+            let q = self.queue_or_404(&spec.name)?;
+            q.check_access(connection)?;
+            return Ok(q);
+        }
+        if reserved(&spec.name) {
+            return Err(AmqpError::access_refused(format!("queue name '{}' contains reserved prefix 'amq.*'", spec.name)));
+        }
+        validate_queue_args(&spec.arguments, &spec.name, &self.name)?;
+        let _topology = self.serialise();
+        if let Some(existing) = self.queue(&spec.name) {
+            existing.check_access(connection)?;
+            let mismatch = |arg: &str, received: &str, current: &str| {
+                AmqpError::precondition_failed(format!(
+                    "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received '{received}' but current is '{current}'",
+                    spec.name, self.name
+                ))
+            };
+            if existing.durable != spec.durable {
+                return Err(mismatch("durable", flag(spec.durable), flag(existing.durable)));
+            }
+            if existing.exclusive_owner.is_some() != spec.exclusive_owner.is_some() {
+                return Err(mismatch("exclusive", flag(spec.exclusive_owner.is_some()), flag(existing.exclusive_owner.is_some())));
+            }
+            if existing.auto_delete != spec.auto_delete {
+                return Err(mismatch("auto_delete", flag(spec.auto_delete), flag(existing.auto_delete)));
+            }
+            for key in QUEUE_EQUIVALENCE_ARGS {
+                let received = spec.arguments.inner().get(*key);
+                let current = existing.arguments.inner().get(*key);
+                if received != current {
+                    return Err(mismatch(key, &show(received), &show(current)));
+                }
+            }
+            return Ok(existing);
+        }
+        let queue = Arc::new(Queue::new(spec.name.clone(), self.name.clone(), spec.durable, spec.exclusive_owner, spec.auto_delete, spec.arguments));
+        self.queues.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&queue));
+        // Every queue is bound to the default exchange by its name; routing through ""
+        // looks the queue up directly instead of keeping that binding.
+        Ok(queue)
+    }
+
+    /// `queue.delete`: idempotent; 406 with if-unused / if-empty; returns the message count.
+    pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, connection: u64) -> Result<u32, AmqpError> {
+        let _topology = self.serialise();
+        let Some(queue) = self.queue(name) else {
+            return Ok(0);
+        };
+        queue.check_access(connection)?;
+        if if_unused && queue.consumer_count() > 0 {
+            return Err(AmqpError::precondition_failed(format!("queue '{name}' in vhost '{}' in use", self.name)));
+        }
+        if if_empty && queue.message_count() > 0 {
+            return Err(AmqpError::precondition_failed(format!("queue '{name}' in vhost '{}' is not empty", self.name)));
+        }
+        Ok(self.remove_queue(&queue))
+    }
+
+    /// Deletes a queue that lost its last consumer (auto-delete) or its owner (exclusive).
+    pub fn delete_queue_now(&self, queue: &Arc<Queue>) {
+        let _topology = self.serialise();
+        let current = self.queue(&queue.name);
+        if current.is_some_and(|q| Arc::ptr_eq(&q, queue)) {
+            self.remove_queue(queue);
+        }
+    }
+
+    /// Removes a queue, its bindings and its consumers (who get basic.cancel). Caller holds
+    /// the topology lock.
+    fn remove_queue(&self, queue: &Arc<Queue>) -> u32 {
+        self.queues.write().unwrap_or_else(|p| p.into_inner()).remove(&queue.name);
+        self.unbind_everywhere(&Destination::Queue(Arc::clone(queue)));
+        let (count, consumers) = queue.mark_deleted();
+        for consumer in consumers {
+            cancel_consumer(&consumer);
+        }
+        count
+    }
+
+    /// `queue.bind`.
+    pub fn bind_queue(&self, queue: &str, exchange: &str, routing_key: &str, arguments: &FieldTable, connection: u64) -> Result<(), AmqpError> {
+        if exchange.is_empty() {
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+        }
+        let _topology = self.serialise();
+        let q = self.queue_or_404(queue)?;
+        q.check_access(connection)?;
+        let x = self.exchange_or_404(exchange)?;
+        x.bind(Destination::Queue(q), routing_key, arguments)
+    }
+
+    /// `queue.unbind`: idempotent for a missing binding.
+    pub fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, arguments: &FieldTable, connection: u64) -> Result<(), AmqpError> {
+        if exchange.is_empty() {
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+        }
+        let _topology = self.serialise();
+        let q = self.queue_or_404(queue)?;
+        q.check_access(connection)?;
+        let x = self.exchange_or_404(exchange)?;
+        if x.unbind(&Destination::Queue(q), routing_key, arguments) && x.auto_delete && !x.has_bindings() {
+            self.remove_exchange(&x);
+        }
+        Ok(())
+    }
+
+    /// `exchange.bind`.
+    pub fn bind_exchange(&self, destination: &str, source: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+        }
+        let _topology = self.serialise();
+        let d = self.exchange_or_404(destination)?;
+        let s = self.exchange_or_404(source)?;
+        s.bind(Destination::Exchange(d), routing_key, arguments)
+    }
+
+    /// `exchange.unbind`: idempotent for a missing binding.
+    pub fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+        }
+        let _topology = self.serialise();
+        let d = self.exchange_or_404(destination)?;
+        let s = self.exchange_or_404(source)?;
+        if s.unbind(&Destination::Exchange(d), routing_key, arguments) && s.auto_delete && !s.has_bindings() {
+            self.remove_exchange(&s);
+        }
+        Ok(())
+    }
+
+    /// The queues a message published to `exchange` reaches, each once, following
+    /// exchange-to-exchange bindings (each exchange visited once).
+    pub fn route(&self, exchange: &Arc<Exchange>, msg: &Message, headers: &mut dyn FnMut() -> Option<FieldTable>, queues: &mut Vec<Arc<Queue>>) {
+        if exchange.name.is_empty() {
+            if let Some(q) = self.queue(&msg.routing_key) {
+                queues.push(q);
+            }
+            return;
+        }
+        let mut dests = Vec::new();
+        exchange.route(&msg.routing_key, headers, &mut dests);
+        if dests.iter().all(|d| matches!(d, Destination::Queue(_))) {
+            // The common case: no exchange-to-exchange bindings on the way.
+            for d in dests {
+                if let Destination::Queue(q) = d {
+                    if !queues.iter().any(|x| Arc::ptr_eq(x, &q)) {
+                        queues.push(q);
+                    }
+                }
+            }
+            return;
+        }
+        let mut visited: Vec<Arc<Exchange>> = vec![Arc::clone(exchange)];
+        while let Some(d) = dests.pop() {
+            match d {
+                Destination::Queue(q) => {
+                    if !queues.iter().any(|x| Arc::ptr_eq(x, &q)) {
+                        queues.push(q);
+                    }
+                }
+                Destination::Exchange(x) => {
+                    if !visited.iter().any(|v| Arc::ptr_eq(v, &x)) {
+                        x.route(&msg.routing_key, headers, &mut dests);
+                        visited.push(x);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes the exclusive queues of a closing connection.
+    pub fn drop_exclusive_queues(&self, connection: u64) {
+        let owned: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|q| q.exclusive_owner == Some(connection))
+            .cloned()
+            .collect();
+        for q in owned {
+            self.delete_queue_now(&q);
+        }
+    }
+}
+
+/// Removes a consumer from its channel and tells the client with basic.cancel (RabbitMQ's
+/// consumer cancel notification), as when its queue is deleted.
+fn cancel_consumer(consumer: &Arc<Consumer>) {
+    let mut state = consumer.channel.lock();
+    if state.consumers.remove(&consumer.tag).is_some() && !state.closed && consumer.channel.cancel_notify {
+        let tag = consumer.tag.clone();
+        drop(state);
+        consumer.channel.outbound.method(
+            consumer.channel.id,
+            &warren_protocol::AMQPClass::Basic(warren_protocol::spec::basic::AMQPMethod::Cancel(warren_protocol::spec::basic::Cancel {
+                consumer_tag: tag.into(),
+                nowait: true,
+            })),
+        );
+    }
+}
+
+fn show(v: Option<&AMQPValue>) -> String {
+    match v {
+        None => "none".to_owned(),
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        Some(other) => format!("{other:?}"),
+    }
+}
+
+fn as_int(v: &AMQPValue) -> Option<i64> {
+    match v {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// Type-checks the queue arguments RabbitMQ validates (406 on a bad value).
+fn validate_queue_args(args: &FieldTable, queue: &str, vhost: &str) -> Result<(), AmqpError> {
+    for (key, value) in args.inner() {
+        let bad = |why: String| {
+            AmqpError::precondition_failed(format!("invalid arg '{}' for queue '{queue}' in vhost '{vhost}': {why}", key.as_str()))
+        };
+        match key.as_str() {
+            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" => match as_int(value) {
+                Some(n) if n >= 0 => {}
+                Some(n) => return Err(bad(format!("{{value_negative,{n}}}"))),
+                None => return Err(bad(format!("{{unacceptable_type,{value:?}}}"))),
+            },
+            "x-expires" => match as_int(value) {
+                Some(n) if n > 0 => {}
+                Some(n) => return Err(bad(format!("{{value_zero_or_negative,{n}}}"))),
+                None => return Err(bad(format!("{{unacceptable_type,{value:?}}}"))),
+            },
+            "x-max-priority" => match as_int(value) {
+                Some(n) if (0..=255).contains(&n) => {}
+                Some(n) => return Err(bad(format!("{{value_out_of_range,{n}}}"))),
+                None => return Err(bad(format!("{{unacceptable_type,{value:?}}}"))),
+            },
+            "x-dead-letter-exchange" | "x-dead-letter-routing-key" | "x-overflow" | "x-queue-mode" | "x-queue-type" => {
+                if !matches!(value, AMQPValue::LongString(_) | AMQPValue::ShortString(_)) {
+                    return Err(bad(format!("{{unacceptable_type,{value:?}}}")));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn validate_exchange_args(args: &FieldTable) -> Result<(), AmqpError> {
+    if let Some(v) = args.inner().get("alternate-exchange") {
+        if !matches!(v, AMQPValue::LongString(_) | AMQPValue::ShortString(_)) {
+            return Err(AmqpError::precondition_failed("invalid arg 'alternate-exchange': expected a string"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! The `basic` class on a channel: publishing (with mandatory returns, confirms and
+//! transactions), consuming, basic.get, acknowledgements, qos and recover.
+
+use std::sync::Arc;
+
+use warren_protocol::content::Content;
+use warren_protocol::properties::PropertiesView;
+use warren_protocol::spec::basic;
+use warren_protocol::{AMQPClass, AmqpError, ReplyCode};
+
+use super::channel::{requeue, Channel, TxSettle};
+use super::Context;
+use crate::broker::consumer::{Consumer, Unacked};
+use crate::broker::message::Message;
+use crate::broker::queue::Queue;
+use crate::broker::unique_name;
+
+impl Channel {
+    /// basic.publish: content frames follow.
+    pub(super) fn basic_publish(&mut self, _ctx: &Context, p: basic::Publish) -> Result<(), AmqpError> {
+        if p.immediate {
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        self.assembler.start(p);
+        Ok(())
+    }
+
+    /// A whole message arrived: publish it now, or hold it for tx.commit.
+    pub(super) fn published(&mut self, ctx: &Context, content: Content<basic::Publish>) -> Result<(), AmqpError> {
+        let exchange = ctx.vhost.exchange_or_404(content.method.exchange.as_str())?;
+        if exchange.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{}' in vhost '{}'",
+                exchange.name, ctx.vhost.name
+            )));
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.publishes.push(content);
+            return Ok(());
+        }
+        self.publish(ctx, content)
+    }
+
+    /// Routes a message to its queues; returns it if mandatory and unroutable; counts it
+    /// for publisher confirms.
+    pub(super) fn publish(&mut self, ctx: &Context, content: Content<basic::Publish>) -> Result<(), AmqpError> {
+        let Content { method, properties, body } = content;
+        let exchange = ctx.vhost.exchange_or_404(method.exchange.as_str())?;
+        // The assembler validated the properties already.
+        let view = PropertiesView::parse(&properties).unwrap_or_default();
+        if let Some(user_id) = view.user_id {
+            if user_id != ctx.user.as_bytes() {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    String::from_utf8_lossy(user_id),
+                    ctx.user
+                )));
+            }
+        }
+        let persistent = view.persistent();
+        let msg = Arc::new(Message {
+            exchange: String::from(method.exchange),
+            routing_key: String::from(method.routing_key),
+            properties,
+            body,
+            persistent,
+        });
+        ctx.broker.metrics.messages_received.inc();
+        if let Some(c) = self.confirms.as_mut() {
+            c.next += 1;
+        }
+        let mut queues = std::mem::take(&mut self.route_buf);
+        {
+            let view = PropertiesView::parse(&msg.properties).unwrap_or_default();
+            ctx.vhost.route(&exchange, &msg, &mut || view.headers_table(), &mut queues);
+        }
+        let mut delivered = false;
+        for q in queues.drain(..) {
+            delivered |= q.enqueue(Arc::clone(&msg));
+        }
+        self.route_buf = queues;
+        if delivered {
+            ctx.broker.metrics.messages_routed.inc();
+        } else if method.mandatory {
+            ctx.broker.metrics.messages_unroutable_returned.inc();
+            ctx.outbound.basic_return(self.id, ReplyCode::NoRoute.code(), "NO_ROUTE", &msg);
+        } else {
+            ctx.broker.metrics.messages_unroutable_dropped.inc();
+        }
+        Ok(())
+    }
+
+    /// The queue a method names; "" means the channel's last declared queue.
+    pub(super) fn resolve_queue(&self, ctx: &Context, name: &str) -> Result<Arc<Queue>, AmqpError> {
+        let name = self.queue_name(name)?;
+        let q = ctx.vhost.queue_or_404(&name)?;
+        q.check_access(ctx.id)?;
+        Ok(q)
+    }
+
+    /// A queue name with "" resolved to the last declared queue (404 if none).
+    pub(super) fn queue_name(&self, name: &str) -> Result<String, AmqpError> {
+        if !name.is_empty() {
+            return Ok(name.to_owned());
+        }
+        self.last_queue.clone().ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    pub(super) fn basic_qos(&mut self, ctx: &Context, q: basic::Qos) -> Result<(), AmqpError> {
+        if q.global {
+            self.delivery.lock().prefetch_global = u32::from(q.prefetch_count);
+            self.redispatch();
+        } else {
+            self.consumer_prefetch = u32::from(q.prefetch_count);
+        }
+        self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
+        Ok(())
+    }
+
+    pub(super) fn basic_consume(&mut self, ctx: &Context, c: basic::Consume) -> Result<(), AmqpError> {
+        let q = self.resolve_queue(ctx, c.queue.as_str())?;
+        let tag = if c.consumer_tag.as_str().is_empty() { unique_name("amq.ctag-") } else { c.consumer_tag.to_string() };
+        let consumer = Arc::new(Consumer::new(tag.clone(), Arc::clone(&self.delivery), Arc::clone(&q), c.no_ack, c.exclusive, self.consumer_prefetch));
+        {
+            let mut st = self.delivery.lock();
+            if st.consumers.contains_key(&tag) {
+                return Err(AmqpError::connection(ReplyCode::NotAllowed, format!("attempt to reuse consumer tag '{tag}'")));
+            }
+            st.consumers.insert(tag.clone(), Arc::clone(&consumer));
+        }
+        let reply = (!c.nowait).then(|| AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: tag.clone().into() })));
+        let outbound = Arc::clone(&ctx.outbound);
+        let id = self.id;
+        // consume-ok is written under the queue lock, before the first delivery.
+        if let Err(e) = q.add_consumer(consumer, || {
+            if let Some(m) = &reply {
+                outbound.method(id, m);
+            }
+        }) {
+            self.delivery.lock().consumers.remove(&tag);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub(super) fn basic_cancel(&mut self, ctx: &Context, c: basic::Cancel) -> Result<(), AmqpError> {
+        let removed = self.delivery.lock().consumers.remove(c.consumer_tag.as_str());
+        if let Some(consumer) = removed {
+            if consumer.queue.remove_consumer(&consumer) {
+                ctx.vhost.delete_queue_now(&consumer.queue);
+            }
+        }
+        if !c.nowait {
+            self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk { consumer_tag: c.consumer_tag })));
+        }
+        Ok(())
+    }
+
+    pub(super) fn basic_get(&mut self, ctx: &Context, g: basic::Get) -> Result<(), AmqpError> {
+        let q = self.resolve_queue(ctx, g.queue.as_str())?;
+        match q.get() {
+            None => self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}))),
+            Some((ready, remaining)) => {
+                let mut st = self.delivery.lock();
+                st.next_tag += 1;
+                let tag = st.next_tag;
+                if !g.no_ack {
+                    st.unacked.push_back(Unacked { tag, queue: Arc::clone(&q), offset: ready.offset, msg: Arc::clone(&ready.msg), consumer: None });
+                }
+                // Written under the delivery lock so tags reach the wire in order.
+                ctx.outbound.get_ok(self.id, tag, ready.redelivered, remaining, &ready.msg);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn basic_ack(&mut self, ctx: &Context, tag: u64, multiple: bool) -> Result<(), AmqpError> {
+        if let Some(tx) = self.tx.as_mut() {
+            if !self.delivery.lock().is_outstanding(tag, multiple) {
+                return Err(unknown_tag(tag));
+            }
+            tx.settles.push(TxSettle::Ack { tag, multiple });
+            return Ok(());
+        }
+        self.settle(ctx, tag, multiple, None)
+    }
+
+    pub(super) fn basic_reject(&mut self, ctx: &Context, tag: u64, multiple: bool, requeue: bool) -> Result<(), AmqpError> {
+        if let Some(tx) = self.tx.as_mut() {
+            if !self.delivery.lock().is_outstanding(tag, multiple) {
+                return Err(unknown_tag(tag));
+            }
+            tx.settles.push(TxSettle::Reject { tag, multiple, requeue });
+            return Ok(());
+        }
+        self.settle(ctx, tag, multiple, Some(requeue))
+    }
+
+    /// Acks (`requeue` None) or rejects deliveries, then lets blocked consumers resume.
+    pub(super) fn settle(&mut self, ctx: &Context, tag: u64, multiple: bool, requeue_them: Option<bool>) -> Result<(), AmqpError> {
+        let (taken, global_limit) = {
+            let mut st = self.delivery.lock();
+            let taken = st.settle(tag, multiple).ok_or_else(|| unknown_tag(tag))?;
+            (taken, st.prefetch_global != 0)
+        };
+        // Queues whose consumers may have been waiting for this ack.
+        let mut unblocked: Vec<Arc<Queue>> = Vec::new();
+        for u in &taken {
+            if let Some(c) = &u.consumer {
+                if (c.prefetch != 0 || global_limit) && !unblocked.iter().any(|q| Arc::ptr_eq(q, &u.queue)) {
+                    unblocked.push(Arc::clone(&u.queue));
+                }
+            }
+        }
+        match requeue_them {
+            None => ctx.broker.metrics.messages_acknowledged.inc_by(taken.len() as u64),
+            Some(true) => requeue(taken),
+            Some(false) => drop(taken),
+        }
+        if global_limit {
+            self.redispatch();
+        } else {
+            for q in unblocked {
+                q.dispatch();
+            }
+        }
+        Ok(())
+    }
+
+    /// basic.recover: every unacked delivery goes back to its queue, redelivered.
+    pub(super) fn basic_recover(&mut self, _ctx: &Context, _requeue: bool) {
+        // RabbitMQ requeues for requeue=false too; redelivery to the same consumer is not
+        // something a queue shared by consumers can promise.
+        let unacked: Vec<Unacked> = {
+            let mut st = self.delivery.lock();
+            st.settle(0, true).unwrap_or_default()
+        };
+        requeue(unacked);
+    }
+}
+
+fn unknown_tag(tag: u64) -> AmqpError {
+    AmqpError::precondition_failed(format!("unknown delivery tag {tag}"))
+}

@@ -1,0 +1,281 @@
+//! A channel's state on its connection's reader side: its phase, content assembly, qos,
+//! confirm and transaction modes, and the dispatch of methods to their handlers
+//! ([`super::basic`] and [`super::topology`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use warren_protocol::content::{Assembler, Content};
+use warren_protocol::spec::{basic, channel as chan, confirm, exchange, queue, tx};
+use warren_protocol::{AMQPClass, AmqpError};
+
+use super::Context;
+use crate::broker::consumer::{ChannelDelivery, Unacked};
+use crate::broker::queue::Queue;
+use crate::outbound::Outbound;
+
+/// Whether a channel accepts methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChannelPhase {
+    /// Open and working.
+    Open,
+    /// We sent channel.close; everything but close-ok is dropped.
+    Closing,
+}
+
+/// Publisher-confirm bookkeeping: every publish gets the next sequence number; acks go out
+/// coalesced (`multiple`) once per batch of frames read.
+#[derive(Debug, Default)]
+pub(crate) struct Confirms {
+    /// The last sequence number given to a publish.
+    pub next: u64,
+    /// Every sequence number up to this one has been acked or nacked to the client.
+    pub settled: u64,
+}
+
+/// A settlement held back by a transaction.
+#[derive(Debug)]
+pub(crate) enum TxSettle {
+    /// basic.ack.
+    Ack { tag: u64, multiple: bool },
+    /// basic.nack / basic.reject.
+    Reject { tag: u64, multiple: bool, requeue: bool },
+}
+
+/// Work held back until tx.commit.
+#[derive(Debug, Default)]
+pub(crate) struct Tx {
+    /// Messages published in the transaction.
+    pub publishes: Vec<Content<basic::Publish>>,
+    /// Acks and rejects in the transaction.
+    pub settles: Vec<TxSettle>,
+}
+
+/// A channel.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    /// Its number.
+    pub id: u16,
+    /// Open or closing.
+    pub phase: ChannelPhase,
+    /// The delivery state shared with queues.
+    pub delivery: Arc<ChannelDelivery>,
+    /// Content assembly for basic.publish.
+    pub assembler: Assembler<basic::Publish>,
+    /// basic.qos global=false: the limit for consumers created from now on.
+    pub consumer_prefetch: u32,
+    /// Confirm mode.
+    pub confirms: Option<Confirms>,
+    /// Transaction mode.
+    pub tx: Option<Tx>,
+    /// The last queue declared on this channel ("" in later methods means it).
+    pub last_queue: Option<String>,
+    /// Reused routing result, so a publish allocates nothing for it.
+    pub route_buf: Vec<Arc<Queue>>,
+}
+
+impl Channel {
+    /// A newly opened channel.
+    pub fn new(id: u16, outbound: Arc<Outbound>, cancel_notify: bool) -> Self {
+        Channel {
+            id,
+            phase: ChannelPhase::Open,
+            delivery: Arc::new(ChannelDelivery::new(id, outbound, cancel_notify)),
+            assembler: Assembler::default(),
+            consumer_prefetch: 0,
+            confirms: None,
+            tx: None,
+            last_queue: None,
+            route_buf: Vec::new(),
+        }
+    }
+
+    /// True when no content is being assembled (a method may arrive).
+    pub fn assembler_idle(&self) -> bool {
+        self.assembler.is_idle()
+    }
+
+    /// Handles a method other than channel.open/close.
+    pub fn handle_method(&mut self, ctx: &Context, m: AMQPClass) -> Result<(), AmqpError> {
+        match m {
+            AMQPClass::Basic(m) => match m {
+                basic::AMQPMethod::Publish(p) => self.basic_publish(ctx, p),
+                basic::AMQPMethod::Ack(a) => self.basic_ack(ctx, a.delivery_tag, a.multiple),
+                basic::AMQPMethod::Nack(n) => self.basic_reject(ctx, n.delivery_tag, n.multiple, n.requeue),
+                basic::AMQPMethod::Reject(r) => self.basic_reject(ctx, r.delivery_tag, false, r.requeue),
+                basic::AMQPMethod::Qos(q) => self.basic_qos(ctx, q),
+                basic::AMQPMethod::Consume(c) => self.basic_consume(ctx, c),
+                basic::AMQPMethod::Cancel(c) => self.basic_cancel(ctx, c),
+                basic::AMQPMethod::Get(g) => self.basic_get(ctx, g),
+                basic::AMQPMethod::Recover(r) => {
+                    self.basic_recover(ctx, r.requeue);
+                    self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})));
+                    Ok(())
+                }
+                basic::AMQPMethod::RecoverAsync(r) => {
+                    self.basic_recover(ctx, r.requeue);
+                    Ok(())
+                }
+                _ => Err(AmqpError::command_invalid("method not valid from a client")),
+            },
+            AMQPClass::Exchange(m) => match m {
+                exchange::AMQPMethod::Declare(d) => self.exchange_declare(ctx, d),
+                exchange::AMQPMethod::Delete(d) => self.exchange_delete(ctx, d),
+                exchange::AMQPMethod::Bind(b) => self.exchange_bind(ctx, b),
+                exchange::AMQPMethod::Unbind(u) => self.exchange_unbind(ctx, u),
+                _ => Err(AmqpError::command_invalid("method not valid from a client")),
+            },
+            AMQPClass::Queue(m) => match m {
+                queue::AMQPMethod::Declare(d) => self.queue_declare(ctx, d),
+                queue::AMQPMethod::Bind(b) => self.queue_bind(ctx, b),
+                queue::AMQPMethod::Unbind(u) => self.queue_unbind(ctx, u),
+                queue::AMQPMethod::Purge(p) => self.queue_purge(ctx, p),
+                queue::AMQPMethod::Delete(d) => self.queue_delete(ctx, d),
+                _ => Err(AmqpError::command_invalid("method not valid from a client")),
+            },
+            AMQPClass::Channel(chan::AMQPMethod::Flow(f)) => {
+                self.delivery.lock().flow_active = f.active;
+                if f.active {
+                    self.redispatch();
+                }
+                self.reply(ctx, AMQPClass::Channel(chan::AMQPMethod::FlowOk(chan::FlowOk { active: f.active })));
+                Ok(())
+            }
+            // A flow-ok answers a channel.flow the server never sends; nothing to do.
+            AMQPClass::Channel(chan::AMQPMethod::FlowOk(_)) => Ok(()),
+            AMQPClass::Channel(_) => Err(AmqpError::command_invalid("unexpected channel method")),
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                if self.tx.is_some() {
+                    return Err(AmqpError::precondition_failed("cannot switch from tx to confirm mode"));
+                }
+                if self.confirms.is_none() {
+                    self.confirms = Some(Confirms::default());
+                }
+                if !s.nowait {
+                    self.reply(ctx, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+                }
+                Ok(())
+            }
+            AMQPClass::Tx(m) => self.tx_method(ctx, m),
+            AMQPClass::Access(_) => {
+                // access.request is deprecated; RabbitMQ answers it with a dummy ticket.
+                self.reply(ctx, AMQPClass::Access(warren_protocol::spec::access::AMQPMethod::RequestOk(warren_protocol::spec::access::RequestOk {})));
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid("unexpected method on a channel")),
+        }
+    }
+
+    fn tx_method(&mut self, ctx: &Context, m: tx::AMQPMethod) -> Result<(), AmqpError> {
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                if self.confirms.is_some() {
+                    return Err(AmqpError::precondition_failed("cannot switch from confirm to tx mode"));
+                }
+                if self.tx.is_none() {
+                    self.tx = Some(Tx::default());
+                }
+                self.reply(ctx, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+                Ok(())
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let Some(tx) = self.tx.as_mut() else {
+                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                };
+                let work = std::mem::take(tx);
+                for content in work.publishes {
+                    self.publish(ctx, content)?;
+                }
+                for settle in work.settles {
+                    match settle {
+                        TxSettle::Ack { tag, multiple } => self.settle(ctx, tag, multiple, None)?,
+                        TxSettle::Reject { tag, multiple, requeue } => self.settle(ctx, tag, multiple, Some(requeue))?,
+                    }
+                }
+                self.reply(ctx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                Ok(())
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                let Some(tx) = self.tx.as_mut() else {
+                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                };
+                *tx = Tx::default();
+                self.reply(ctx, AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid("method not valid from a client")),
+        }
+    }
+
+    /// Sends a reply method on this channel.
+    pub fn reply(&self, ctx: &Context, m: AMQPClass) {
+        ctx.outbound.method(self.id, &m);
+    }
+
+    /// A content header frame arrived.
+    pub fn content_header(&mut self, ctx: &Context, payload: Bytes) -> Result<(), AmqpError> {
+        match self.assembler.header(payload, ctx.broker.config.max_message_size)? {
+            Some(content) => self.published(ctx, content),
+            None => Ok(()),
+        }
+    }
+
+    /// A content body frame arrived.
+    pub fn content_body(&mut self, ctx: &Context, payload: Bytes) -> Result<(), AmqpError> {
+        match self.assembler.body(payload)? {
+            Some(content) => self.published(ctx, content),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the confirms earned since the last flush, as one `multiple` ack when it can.
+    pub fn flush_confirms(&mut self, ctx: &Context) {
+        if let Some(c) = self.confirms.as_mut() {
+            if c.next > c.settled {
+                ctx.outbound.confirm(self.id, true, c.next, c.next - c.settled > 1);
+                ctx.broker.metrics.messages_confirmed.inc_by(c.next - c.settled);
+                c.settled = c.next;
+            }
+        }
+    }
+
+    /// Offers ready messages again to this channel's consumers' queues (after flow resumes
+    /// or the socket drains).
+    pub fn redispatch(&self) {
+        let queues: Vec<Arc<Queue>> = self.delivery.lock().consumers.values().map(|c| Arc::clone(&c.queue)).collect();
+        for q in queues {
+            q.dispatch();
+        }
+    }
+
+    /// Closes the delivery side: consumers are cancelled (auto-delete queues may go) and
+    /// unacknowledged messages return to their queues in order.
+    pub fn teardown(&mut self, ctx: &Context) {
+        self.assembler.reset();
+        let (consumers, unacked) = {
+            let mut st = self.delivery.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            let consumers: Vec<_> = st.consumers.drain().map(|(_, c)| c).collect();
+            (consumers, std::mem::take(&mut st.unacked))
+        };
+        requeue(unacked.into_iter().collect());
+        for c in consumers {
+            if c.queue.remove_consumer(&c) {
+                ctx.vhost.delete_queue_now(&c.queue);
+            }
+        }
+    }
+}
+
+/// Returns settled-with-requeue messages to their queues, grouped by queue, in tag order.
+pub(crate) fn requeue(mut unacked: Vec<Unacked>) {
+    while !unacked.is_empty() {
+        let queue = Arc::clone(&unacked[0].queue);
+        let (mine, rest): (Vec<_>, Vec<_>) = unacked.into_iter().partition(|u| Arc::ptr_eq(&u.queue, &queue));
+        queue.requeue(mine.into_iter().map(|u| (u.offset, u.msg)));
+        unacked = rest;
+    }
+}

@@ -1,0 +1,185 @@
+//! The connection handshake, one straight sequence before the frame loop: protocol header,
+//! `start`/`start-ok` (authentication), `tune`/`tune-ok`, `open`/`open-ok`.
+//!
+//! Any failure ends the connection: a wrong protocol header gets ours back, wrong
+//! credentials get 403 ACCESS_REFUSED, an unknown vhost 530 NOT_ALLOWED, and the caller
+//! bounds the whole sequence by the handshake timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::debug;
+use warren_protocol::frame::{self, Frame, PROTOCOL_HEADER};
+use warren_protocol::spec::connection;
+use warren_protocol::tune::{self, Tuning};
+use warren_protocol::{method, sasl, AMQPClass, AmqpError, ReplyCode};
+
+use crate::broker::vhost::VHost;
+use crate::broker::Broker;
+
+/// What a finished handshake established.
+#[derive(Debug)]
+pub struct Session {
+    /// The authenticated user.
+    pub user: String,
+    /// The vhost opened.
+    pub vhost: Arc<VHost>,
+    /// The negotiated limits.
+    pub tuning: Tuning,
+    /// The client announced `consumer_cancel_notify`.
+    pub cancel_notify: bool,
+    /// The client's product name, for logs.
+    pub client: String,
+}
+
+/// Why a handshake ended without a session.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The socket failed or closed.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client spoke another protocol or version; our header was sent back.
+    #[error("unsupported protocol header {0:?}")]
+    ProtocolHeader([u8; 8]),
+    /// A protocol error, reported to the client with connection.close.
+    #[error("{0}")]
+    Refused(AmqpError),
+}
+
+impl From<AmqpError> for HandshakeError {
+    fn from(e: AmqpError) -> Self {
+        HandshakeError::Refused(e)
+    }
+}
+
+/// Runs the handshake on `stream`; leftover octets stay in `rbuf`.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    broker: &Broker,
+    peer: SocketAddr,
+) -> Result<Session, HandshakeError> {
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).await?;
+    if &header != PROTOCOL_HEADER {
+        stream.write_all(PROTOCOL_HEADER).await?;
+        return Err(HandshakeError::ProtocolHeader(header));
+    }
+    let config = &broker.config;
+    let mut wbuf = BytesMut::with_capacity(1024);
+    frame::encode_method(&mut wbuf, 0, &AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: server_properties(),
+        mechanisms: LongString::from(sasl::MECHANISMS),
+        locales: LongString::from("en_US"),
+    })));
+    stream.write_all(&wbuf).await?;
+    wbuf.clear();
+
+    let start_ok = match next_method(stream, rbuf, config.frame_max).await? {
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(m)) => m,
+        other => return Err(unexpected(&other, "connection.start-ok").into()),
+    };
+    let mechanism = start_ok.mechanism.as_str();
+    let refused = |why: &str| {
+        AmqpError::connection(
+            ReplyCode::AccessRefused,
+            format!("Login was refused using authentication mechanism {mechanism}: {why}"),
+        )
+        .on_method(10, 11)
+    };
+    let credentials = sasl::parse(mechanism, start_ok.response.as_bytes()).ok_or_else(|| refused("unsupported mechanism or malformed response"))?;
+    broker
+        .authenticate(&credentials.username, &credentials.password, peer.ip().is_loopback())
+        .map_err(|why| refused(why))?;
+    let capabilities = match start_ok.client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(t)) => t.clone(),
+        _ => FieldTable::default(),
+    };
+    let cancel_notify = matches!(capabilities.inner().get("consumer_cancel_notify"), Some(AMQPValue::Boolean(true)));
+    let client = match start_ok.client_properties.inner().get("product") {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        _ => "unknown".to_owned(),
+    };
+
+    let server_tuning = Tuning { channel_max: config.channel_max, frame_max: config.frame_max, heartbeat: config.heartbeat };
+    frame::encode_method(&mut wbuf, 0, &AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+        channel_max: server_tuning.channel_max,
+        frame_max: server_tuning.frame_max,
+        heartbeat: server_tuning.heartbeat,
+    })));
+    stream.write_all(&wbuf).await?;
+    wbuf.clear();
+
+    let tune_ok = match next_method(stream, rbuf, config.frame_max).await? {
+        AMQPClass::Connection(connection::AMQPMethod::TuneOk(m)) => m,
+        other => return Err(unexpected(&other, "connection.tune-ok").into()),
+    };
+    let tuning = tune::negotiate(server_tuning, Tuning { channel_max: tune_ok.channel_max, frame_max: tune_ok.frame_max, heartbeat: tune_ok.heartbeat })?;
+
+    let open = match next_method(stream, rbuf, tuning.frame_max).await? {
+        AMQPClass::Connection(connection::AMQPMethod::Open(m)) => m,
+        other => return Err(unexpected(&other, "connection.open").into()),
+    };
+    let vhost_name = open.virtual_host.as_str();
+    let vhost = broker.vhost(vhost_name).ok_or_else(|| {
+        AmqpError::connection(ReplyCode::NotAllowed, format!("vhost '{vhost_name}' not found")).on_method(10, 40)
+    })?;
+    frame::encode_method(&mut wbuf, 0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
+    stream.write_all(&wbuf).await?;
+    debug!(%peer, user = %credentials.username, vhost = vhost_name, "handshake complete");
+    Ok(Session { user: credentials.username, vhost, tuning, cancel_notify, client })
+}
+
+/// Reads frames until a method arrives (heartbeats are skipped) and decodes it.
+async fn next_method<S: AsyncRead + Unpin>(stream: &mut S, rbuf: &mut BytesMut, frame_max: u32) -> Result<AMQPClass, HandshakeError> {
+    loop {
+        match frame::decode(rbuf, frame_max)? {
+            Some(Frame::Method { channel: 0, payload }) => return Ok(method::decode(&payload)?),
+            Some(Frame::Method { channel, .. }) => {
+                return Err(AmqpError::command_invalid(format!("method on channel {channel} before the connection was open")).into());
+            }
+            Some(Frame::Heartbeat { .. }) => continue,
+            Some(_) => return Err(AmqpError::unexpected_frame("content frame during the handshake").into()),
+            None => {
+                if stream.read_buf(rbuf).await? == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                }
+            }
+        }
+    }
+}
+
+fn unexpected(got: &AMQPClass, expected: &str) -> AmqpError {
+    let (c, m) = (got.get_amqp_class_id(), got.get_amqp_method_id());
+    AmqpError::command_invalid(format!("expected '{expected}', got '{}'", method::name(c, m))).on_method(c, m)
+}
+
+/// The server-properties of `connection.start`: who we are and the RabbitMQ extensions that
+/// work here.
+fn server_properties() -> FieldTable {
+    let mut capabilities = FieldTable::default();
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "per_consumer_qos",
+        "authentication_failure_close",
+    ] {
+        capabilities.insert(cap.into(), AMQPValue::Boolean(true));
+    }
+    let mut props = FieldTable::default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    props.insert("product".into(), text("Warren"));
+    props.insert("version".into(), text(env!("CARGO_PKG_VERSION")));
+    props.insert("platform".into(), text(concat!("Rust (", env!("CARGO_PKG_NAME"), ")")));
+    props.insert("copyright".into(), text("Copyright (c) the Warren authors"));
+    props.insert("information".into(), text("Licensed under MIT or Apache-2.0"));
+    props.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+    props
+}

@@ -1,0 +1,363 @@
+//! One client connection: the handshake, then the frame loop that feeds channels, and the
+//! teardown that returns unacknowledged messages and drops exclusive queues.
+//!
+//! The task that runs [`serve`] is the connection's only reader; a second task runs the
+//! writer ([`Outbound::run_writer`]). Errors become close methods in one place
+//! ([`Connection::fail`]): a channel error closes that channel (later frames on it are
+//! dropped until `channel.close-ok`), a connection error sends `connection.close` and waits
+//! for `close-ok` while ignoring everything else.
+
+mod basic;
+mod channel;
+pub mod handshake;
+mod topology;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{info, warn, Instrument};
+use warren_protocol::frame::{self, Frame};
+use warren_protocol::spec::{channel as chan, connection};
+use warren_protocol::{method, AMQPClass, AmqpError, ReplyCode, Scope};
+
+use crate::broker::vhost::VHost;
+use crate::broker::Broker;
+use crate::outbound::Outbound;
+use channel::{Channel, ChannelPhase};
+use handshake::{HandshakeError, Session};
+
+/// How long a peer has to answer our `connection.close`.
+const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What every channel handler needs from its connection.
+#[derive(Debug)]
+pub(crate) struct Context {
+    /// Connection id (exclusive queue ownership).
+    pub id: u64,
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// The vhost opened by the handshake.
+    pub vhost: Arc<VHost>,
+    /// The authenticated user (checked against the user-id property).
+    pub user: String,
+    /// The frames going to the client.
+    pub outbound: Arc<Outbound>,
+    /// The client wants basic.cancel when a consumer's queue goes away.
+    pub cancel_notify: bool,
+}
+
+/// Serves one accepted socket until it closes or `shutdown` fires.
+pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let timeout = Duration::from_secs(broker.config.handshake_timeout);
+    let session = match tokio::time::timeout(timeout, handshake::handshake(&mut stream, &mut rbuf, &broker, peer)).await {
+        Ok(Ok(session)) => session,
+        Ok(Err(HandshakeError::Refused(e))) => {
+            warn!(%peer, code = e.code.code(), error = %e, "connection refused during handshake");
+            let mut wbuf = BytesMut::new();
+            frame::encode_method(&mut wbuf, 0, &close_method(&e));
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &wbuf).await;
+            // Give the client a moment to read the close and answer close-ok.
+            let mut sink = [0u8; 256];
+            let _ = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut sink)).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            info!(%peer, error = %e, "connection ended during handshake");
+            return;
+        }
+        Err(_) => {
+            warn!(%peer, timeout_secs = timeout.as_secs(), "handshake timed out; closing");
+            return;
+        }
+    };
+    let id = broker.next_connection_id();
+    let span = tracing::info_span!("connection", id, %peer, user = %session.user, vhost = %session.vhost.name);
+    run(broker, stream, rbuf, session, id, peer, shutdown).instrument(span).await;
+}
+
+async fn run(broker: Arc<Broker>, stream: TcpStream, rbuf: BytesMut, session: Session, id: u64, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+    let Session { user, vhost, tuning, cancel_notify, client } = session;
+    info!(client = %client, channel_max = tuning.channel_max, frame_max = tuning.frame_max, heartbeat = tuning.heartbeat, "connection opened");
+    broker.metrics.connections_opened.inc();
+    broker.metrics.connections.inc();
+    let outbound = Arc::new(Outbound::new(tuning.frame_max));
+    let (mut reader, writer) = stream.into_split();
+    let heartbeat = Duration::from_secs(u64::from(tuning.heartbeat));
+    let writer_task = {
+        let outbound = Arc::clone(&outbound);
+        // Heartbeats go out at half the interval, as RabbitMQ sends them.
+        tokio::spawn(async move { outbound.run_writer(writer, heartbeat / 2).await })
+    };
+    let mut conn = Connection {
+        ctx: Context { id, broker: Arc::clone(&broker), vhost, user, outbound: Arc::clone(&outbound), cancel_notify },
+        channels: HashMap::new(),
+        channel_max: tuning.channel_max,
+        frame_max: tuning.frame_max,
+        closing: None,
+    };
+    let reason = conn.frame_loop(&mut reader, rbuf, heartbeat, shutdown).await;
+    conn.teardown();
+    outbound.close();
+    let _ = writer_task.await;
+    broker.metrics.connections_closed.inc();
+    broker.metrics.connections.dec();
+    info!(%peer, reason = %reason, "connection closed");
+}
+
+/// The reader-side state of an open connection.
+struct Connection {
+    ctx: Context,
+    channels: HashMap<u16, Channel>,
+    channel_max: u16,
+    frame_max: u32,
+    /// Set once we sent connection.close: when to give up waiting for close-ok.
+    closing: Option<Instant>,
+}
+
+/// Why the frame loop ends the connection.
+struct Exit(String);
+
+impl Connection {
+    async fn frame_loop(&mut self, reader: &mut tokio::net::tcp::OwnedReadHalf, mut rbuf: BytesMut, heartbeat: Duration, mut shutdown: watch::Receiver<bool>) -> String {
+        let mut last_read = Instant::now();
+        // A silent peer is dropped after two missed heartbeat intervals.
+        let check_every = if heartbeat.is_zero() { Duration::from_secs(3600) } else { heartbeat };
+        let mut ticker = tokio::time::interval(check_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+        loop {
+            if let Err(Exit(reason)) = self.drain_frames(&mut rbuf) {
+                return reason;
+            }
+            for ch in self.channels.values_mut() {
+                ch.flush_confirms(&self.ctx);
+            }
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(64 * 1024);
+            }
+            tokio::select! {
+                read = reader.read_buf(&mut rbuf) => match read {
+                    Ok(0) => return if self.closing.is_some() { "closed by broker".into() } else { "client closed the socket".into() },
+                    Ok(_) => last_read = Instant::now(),
+                    Err(e) => return format!("socket error: {e}"),
+                },
+                _ = tokio::time::sleep_until(self.closing.unwrap_or(far_future).into()), if self.closing.is_some() => {
+                    return "no close-ok from client".into();
+                }
+                _ = ticker.tick() => {
+                    if self.closing.is_none() && !heartbeat.is_zero() && last_read.elapsed() >= heartbeat * 2 {
+                        warn!(timeout_secs = heartbeat.as_secs() * 2, "missed heartbeats from client; closing");
+                        return "missed heartbeats".into();
+                    }
+                }
+                _ = self.ctx.outbound.drained() => {
+                    for ch in self.channels.values() {
+                        ch.redispatch();
+                    }
+                }
+                _ = shutdown.changed(), if self.closing.is_none() => {
+                    self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, "broker shutdown"));
+                }
+            }
+        }
+    }
+
+    /// Handles every complete frame in `rbuf`.
+    fn drain_frames(&mut self, rbuf: &mut BytesMut) -> Result<(), Exit> {
+        loop {
+            let frame = match frame::decode(rbuf, self.frame_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    // The stream cannot be resynchronised after a framing error.
+                    self.fail(0, e);
+                    return Err(Exit("frame error".into()));
+                }
+            };
+            if let Some(exit) = self.handle_frame(frame) {
+                return Err(exit);
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, frame: Frame) -> Option<Exit> {
+        if self.closing.is_some() {
+            // After connection.close only close-ok (or a crossing close) matters.
+            if let Frame::Method { channel: 0, payload } = frame {
+                match method::ids(&payload) {
+                    Ok((10, 51)) => return Some(Exit("closed by broker".into())),
+                    Ok((10, 50)) => {
+                        self.ctx.outbound.method(0, &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                        return Some(Exit("closed by broker".into()));
+                    }
+                    _ => {}
+                }
+            }
+            return None;
+        }
+        let channel = match &frame {
+            Frame::Method { channel, .. } | Frame::Header { channel, .. } | Frame::Body { channel, .. } | Frame::Heartbeat { channel } => *channel,
+        };
+        let result = match frame {
+            Frame::Heartbeat { channel: 0 } => Ok(()),
+            Frame::Heartbeat { .. } => Err(AmqpError::frame_error("heartbeat frame on a non-zero channel")),
+            Frame::Method { channel: 0, payload } => return self.connection_method(&payload),
+            Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => Err(AmqpError::unexpected_frame("content frame on channel 0")),
+            Frame::Method { channel, payload } => self.channel_method(channel, &payload),
+            Frame::Header { channel, payload } => self.with_channel(channel, |ch, ctx| ch.content_header(ctx, payload)),
+            Frame::Body { channel, payload } => self.with_channel(channel, |ch, ctx| ch.content_body(ctx, payload)),
+        };
+        match result {
+            Ok(()) => None,
+            Err(e) => self.fail(channel, e),
+        }
+    }
+
+    fn connection_method(&mut self, payload: &[u8]) -> Option<Exit> {
+        let m = match method::decode(payload) {
+            Ok(m) => m,
+            Err(e) => return self.fail(0, e),
+        };
+        match m {
+            AMQPClass::Connection(connection::AMQPMethod::Close(close)) => {
+                info!(reply_code = close.reply_code, reply_text = %close.reply_text, "client closed the connection");
+                self.ctx.outbound.method(0, &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                Some(Exit("closed by client".into()))
+            }
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+                self.ctx.outbound.method(0, &AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {})));
+                None
+            }
+            other => {
+                let (c, m) = (other.get_amqp_class_id(), other.get_amqp_method_id());
+                self.fail(0, AmqpError::command_invalid(format!("unexpected '{}' on channel 0", method::name(c, m))).on_method(c, m))
+            }
+        }
+    }
+
+    fn channel_method(&mut self, id: u16, payload: &[u8]) -> Result<(), AmqpError> {
+        let (class_id, method_id) = method::ids(payload)?;
+        if id > self.channel_max {
+            return Err(AmqpError::channel_error(format!("channel {id} is above the negotiated channel_max {}", self.channel_max)).on_method(class_id, method_id));
+        }
+        match self.channels.get_mut(&id) {
+            None => {
+                if (class_id, method_id) != (20, 10) {
+                    return Err(AmqpError::channel_error(format!(
+                        "expected 'channel.open' on channel {id}, got '{}'",
+                        method::name(class_id, method_id)
+                    ))
+                    .on_method(class_id, method_id));
+                }
+                method::decode(payload)?;
+                self.channels.insert(id, Channel::new(id, Arc::clone(&self.ctx.outbound), self.ctx.cancel_notify));
+                self.ctx.broker.metrics.channels_opened.inc();
+                self.ctx.outbound.method(id, &AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})));
+                Ok(())
+            }
+            Some(ch) if ch.phase == ChannelPhase::Closing => {
+                // After our channel.close, only close-ok (or a crossing close) counts.
+                match (class_id, method_id) {
+                    (20, 41) => {
+                        self.channels.remove(&id);
+                    }
+                    (20, 40) => {
+                        self.ctx.outbound.method(id, &AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})));
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+            Some(ch) => {
+                if !ch.assembler_idle() {
+                    return Err(AmqpError::unexpected_frame(format!(
+                        "expected content header or body on channel {id}, got '{}'",
+                        method::name(class_id, method_id)
+                    ))
+                    .on_method(class_id, method_id));
+                }
+                let m = method::decode(payload)?;
+                match m {
+                    AMQPClass::Channel(chan::AMQPMethod::Close(close)) => {
+                        if close.reply_code != ReplyCode::ReplySuccess.code() {
+                            info!(channel = id, reply_code = close.reply_code, reply_text = %close.reply_text, "client closed channel with an error");
+                        }
+                        if let Some(mut ch) = self.channels.remove(&id) {
+                            ch.teardown(&self.ctx);
+                        }
+                        self.ctx.outbound.method(id, &AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})));
+                        Ok(())
+                    }
+                    AMQPClass::Channel(chan::AMQPMethod::Open(_)) => {
+                        Err(AmqpError::channel_error(format!("channel {id} is already open")).on_method(20, 10))
+                    }
+                    m => ch.handle_method(&self.ctx, m).map_err(|e| e.on_method(class_id, method_id)),
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on an open channel; content frames on unknown channels are 504.
+    fn with_channel(&mut self, id: u16, f: impl FnOnce(&mut Channel, &Context) -> Result<(), AmqpError>) -> Result<(), AmqpError> {
+        match self.channels.get_mut(&id) {
+            Some(ch) if ch.phase == ChannelPhase::Closing => Ok(()),
+            Some(ch) => f(ch, &self.ctx),
+            None => Err(AmqpError::channel_error(format!("content frame on channel {id}, which is not open"))),
+        }
+    }
+
+    /// Reports an error with the right close method. Returns an exit for connection errors.
+    fn fail(&mut self, channel: u16, e: AmqpError) -> Option<Exit> {
+        match e.scope {
+            Scope::Channel if channel != 0 => {
+                warn!(channel, code = e.code.code(), class_id = e.class_id, method_id = e.method_id, error = %e.text, "channel error");
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    ch.teardown(&self.ctx);
+                    ch.phase = ChannelPhase::Closing;
+                }
+                self.ctx.outbound.method(channel, &AMQPClass::Channel(chan::AMQPMethod::Close(chan::Close {
+                    reply_code: e.code.code(),
+                    reply_text: e.reply_text().into(),
+                    class_id: e.class_id,
+                    method_id: e.method_id,
+                })));
+                None
+            }
+            _ => {
+                warn!(channel, code = e.code.code(), class_id = e.class_id, method_id = e.method_id, error = %e.text, "connection error");
+                self.ctx.outbound.method(0, &close_method(&e));
+                self.closing = Some(Instant::now() + CLOSE_OK_TIMEOUT);
+                // Channels stop now; their unacked messages go back to their queues.
+                for ch in self.channels.values_mut() {
+                    ch.teardown(&self.ctx);
+                }
+                None
+            }
+        }
+    }
+
+    /// Returns every channel's unacked messages and drops the connection's exclusive queues.
+    fn teardown(&mut self) {
+        for (_, mut ch) in self.channels.drain() {
+            ch.teardown(&self.ctx);
+        }
+        self.ctx.vhost.drop_exclusive_queues(self.ctx.id);
+    }
+}
+
+fn close_method(e: &AmqpError) -> AMQPClass {
+    AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+        reply_code: e.code.code(),
+        reply_text: e.reply_text().into(),
+        class_id: e.class_id,
+        method_id: e.method_id,
+    }))
+}

@@ -1,0 +1,22 @@
+//! Warren, an AMQP 0-9-1 broker that RabbitMQ clients use unchanged.
+//!
+//! Layers, from the socket inwards:
+//! - [`server`]: the listener, connection limit, graceful shutdown;
+//! - [`connection`]: per connection, the handshake, the frame loop and channel state
+//!   machines, mapping methods to the broker and errors to close methods;
+//! - [`outbound`]: the per-connection frame buffer drained by the writer task;
+//! - [`broker`]: vhosts, exchanges, queues, bindings, consumers: the model;
+//! - `warren_protocol` (crate `protocol/`): framing and codecs, no I/O;
+//! - `warren_storage` (crate `storage/`): persistence.
+//!
+//! [`config`] and [`metrics`] serve all of them.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod metrics;
+pub mod outbound;
+pub mod server;
+
+pub use config::{Cli, Config};
+pub use server::Server;

@@ -1,0 +1,97 @@
+//! Prometheus metrics and the plain-HTTP endpoint that serves them.
+//!
+//! Names follow RabbitMQ's Prometheus plugin where a counterpart exists, so existing
+//! dashboards and alerts read Warren unchanged.
+
+
+use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The broker's counters and gauges.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Client connections opened.
+    pub connections_opened: IntCounter,
+    /// Client connections closed.
+    pub connections_closed: IntCounter,
+    /// Open client connections.
+    pub connections: IntGauge,
+    /// Channels opened.
+    pub channels_opened: IntCounter,
+    /// Messages received from publishers.
+    pub messages_received: IntCounter,
+    /// Messages routed to at least one queue.
+    pub messages_routed: IntCounter,
+    /// Messages that reached no queue.
+    pub messages_unroutable_dropped: IntCounter,
+    /// Unroutable mandatory messages returned.
+    pub messages_unroutable_returned: IntCounter,
+    /// Messages confirmed to publishers.
+    pub messages_confirmed: IntCounter,
+    /// Messages acknowledged by consumers.
+    pub messages_acknowledged: IntCounter,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+            // Registration only fails for duplicate names, which are static here.
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let connections = IntGauge::new("rabbitmq_connections", "Open client connections").unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        let _ = registry.register(Box::new(connections.clone()));
+        Metrics {
+            connections_opened: counter("rabbitmq_connections_opened_total", "Client connections opened"),
+            connections_closed: counter("rabbitmq_connections_closed_total", "Client connections closed"),
+            channels_opened: counter("rabbitmq_channels_opened_total", "Channels opened"),
+            messages_received: counter("rabbitmq_global_messages_received_total", "Messages received from publishers"),
+            messages_routed: counter("rabbitmq_global_messages_routed_total", "Messages routed to at least one queue"),
+            messages_unroutable_dropped: counter("rabbitmq_global_messages_unroutable_dropped_total", "Unroutable messages dropped"),
+            messages_unroutable_returned: counter("rabbitmq_global_messages_unroutable_returned_total", "Unroutable mandatory messages returned"),
+            messages_confirmed: counter("rabbitmq_global_messages_confirmed_total", "Messages confirmed to publishers"),
+            messages_acknowledged: counter("rabbitmq_global_messages_acknowledged_total", "Messages acknowledged by consumers"),
+            connections,
+            registry,
+        }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on invalid metric names, which are static here.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Serves `GET /metrics` (any path, in fact) over plain HTTP/1.1 until the task ends.
+    pub async fn serve(self, listener: TcpListener) {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { continue };
+            let metrics = self.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 1024];
+                // The request itself does not matter; read what arrived and answer.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut request)).await;
+                let body = metrics.render();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+

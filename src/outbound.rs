@@ -1,0 +1,220 @@
+//! The outbound side of one connection: a buffer of encoded frames shared by everything that
+//! writes to the client (the connection's own replies, and queues delivering from whichever
+//! task published) and drained by the connection's single writer task.
+//!
+//! Writers append whole commands (a delivery's method, header and body frames together) under
+//! one short lock, so frames of different commands never interleave. The writer swaps the
+//! buffer out and writes it with one syscall per batch, which batches flushes for free. When
+//! the client reads slower than deliveries arrive, [`Outbound::is_congested`] tells queues to
+//! hold messages back, and the writer wakes the connection through [`Outbound::drained`]
+//! once the backlog is written.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::broker::message::Message;
+use warren_protocol::frame::{self, put_short_str};
+use warren_protocol::AMQPClass;
+
+/// Above this many buffered octets a connection counts as congested.
+const HIGH_WATER: usize = 1 << 20;
+
+/// The frame buffer of one connection.
+#[derive(Debug)]
+pub struct Outbound {
+    inner: Mutex<Inner>,
+    /// Wakes the writer when frames were appended or the connection is closing.
+    ready: Notify,
+    /// Wakes the connection's reader after a congested buffer was written out.
+    drained: Notify,
+    /// Set by a queue that skipped a consumer because this buffer was congested.
+    throttled: AtomicBool,
+    /// The negotiated frame_max, which body frames are split by.
+    frame_max: AtomicU32,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    buf: BytesMut,
+    closed: bool,
+}
+
+impl Outbound {
+    /// A buffer for a connection whose frame_max is not negotiated yet.
+    pub fn new(frame_max: u32) -> Self {
+        Outbound {
+            inner: Mutex::new(Inner::default()),
+            ready: Notify::new(),
+            drained: Notify::new(),
+            throttled: AtomicBool::new(false),
+            frame_max: AtomicU32::new(frame_max),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the buffer inconsistent beyond a
+        // partial frame on a connection that is going away anyway.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the negotiated frame_max.
+    pub fn set_frame_max(&self, frame_max: u32) {
+        self.frame_max.store(frame_max, Ordering::Relaxed);
+    }
+
+    /// Appends frames written by `encode`; dropped if the connection is closed.
+    pub fn write(&self, encode: impl FnOnce(&mut BytesMut)) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        encode(&mut inner.buf);
+        drop(inner);
+        self.ready.notify_one();
+    }
+
+    /// Appends one method frame.
+    pub fn method(&self, channel: u16, method: &AMQPClass) {
+        self.write(|buf| frame::encode_method(buf, channel, method));
+    }
+
+    /// Appends a `basic.deliver` with the message's header and body frames.
+    pub fn deliver(&self, channel: u16, consumer_tag: &str, delivery_tag: u64, redelivered: bool, msg: &Message) {
+        let frame_max = self.frame_max.load(Ordering::Relaxed);
+        self.write(|buf| {
+            buf.reserve(64 + consumer_tag.len() + msg.exchange.len() + msg.routing_key.len() + msg.properties.len() + msg.body.len());
+            frame::encode_method_with(buf, channel, 60, 60, |b| {
+                put_short_str(b, consumer_tag);
+                b.put_u64(delivery_tag);
+                b.put_u8(redelivered as u8);
+                put_short_str(b, &msg.exchange);
+                put_short_str(b, &msg.routing_key);
+            });
+            encode_content(buf, channel, msg, frame_max);
+        });
+    }
+
+    /// Appends a `basic.get-ok` with the message's content.
+    pub fn get_ok(&self, channel: u16, delivery_tag: u64, redelivered: bool, message_count: u32, msg: &Message) {
+        let frame_max = self.frame_max.load(Ordering::Relaxed);
+        self.write(|buf| {
+            frame::encode_method_with(buf, channel, 60, 71, |b| {
+                b.put_u64(delivery_tag);
+                b.put_u8(redelivered as u8);
+                put_short_str(b, &msg.exchange);
+                put_short_str(b, &msg.routing_key);
+                b.put_u32(message_count);
+            });
+            encode_content(buf, channel, msg, frame_max);
+        });
+    }
+
+    /// Appends a `basic.return` with the message's content.
+    pub fn basic_return(&self, channel: u16, reply_code: u16, reply_text: &str, msg: &Message) {
+        let frame_max = self.frame_max.load(Ordering::Relaxed);
+        self.write(|buf| {
+            frame::encode_method_with(buf, channel, 60, 50, |b| {
+                b.put_u16(reply_code);
+                put_short_str(b, reply_text);
+                put_short_str(b, &msg.exchange);
+                put_short_str(b, &msg.routing_key);
+            });
+            encode_content(buf, channel, msg, frame_max);
+        });
+    }
+
+    /// Appends a publisher-confirm `basic.ack` or `basic.nack`.
+    pub fn confirm(&self, channel: u16, ack: bool, delivery_tag: u64, multiple: bool) {
+        self.write(|buf| {
+            frame::encode_method_with(buf, channel, 60, if ack { 80 } else { 120 }, |b| {
+                b.put_u64(delivery_tag);
+                // basic.nack packs multiple and requeue in one octet; requeue stays 0.
+                b.put_u8(multiple as u8);
+            });
+        });
+    }
+
+    /// True when the client is behind; queues then keep messages instead of buffering more.
+    pub fn is_congested(&self) -> bool {
+        let congested = self.lock().buf.len() >= HIGH_WATER;
+        if congested {
+            self.throttled.store(true, Ordering::Relaxed);
+        }
+        congested
+    }
+
+    /// Resolves after a congested buffer has been written out.
+    pub async fn drained(&self) {
+        self.drained.notified().await;
+    }
+
+    /// Stops accepting frames; the writer flushes what is buffered and ends.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Waits for frames and swaps them into `out` (which must be empty). `false` once the
+    /// buffer is closed and fully taken.
+    async fn take(&self, out: &mut BytesMut) -> bool {
+        loop {
+            {
+                let mut inner = self.lock();
+                if !inner.buf.is_empty() {
+                    std::mem::swap(&mut inner.buf, out);
+                    return true;
+                }
+                if inner.closed {
+                    return false;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// The writer task: writes batches to `sink` until closed, sending a heartbeat frame
+    /// whenever nothing was written for `heartbeat` (if non-zero). Returns when the buffer is
+    /// closed and written, or the socket fails.
+    pub async fn run_writer<W: AsyncWrite + Unpin>(&self, mut sink: W, heartbeat: Duration) -> std::io::Result<()> {
+        let mut batch = BytesMut::with_capacity(64 * 1024);
+        loop {
+            let more = if heartbeat.is_zero() {
+                self.take(&mut batch).await
+            } else {
+                match tokio::time::timeout(heartbeat, self.take(&mut batch)).await {
+                    Ok(more) => more,
+                    Err(_) => {
+                        frame::encode_heartbeat(&mut batch);
+                        true
+                    }
+                }
+            };
+            if !more {
+                break;
+            }
+            sink.write_all(&batch).await?;
+            // Keep the allocation unless a large batch grew it far beyond the usual size.
+            if batch.capacity() > 4 * HIGH_WATER {
+                batch = BytesMut::with_capacity(64 * 1024);
+            } else {
+                batch.clear();
+            }
+            if self.throttled.swap(false, Ordering::Relaxed) {
+                self.drained.notify_one();
+            }
+        }
+        sink.flush().await?;
+        sink.shutdown().await
+    }
+}
+
+/// Appends a content header and body frames for `msg`.
+fn encode_content(buf: &mut BytesMut, channel: u16, msg: &Message, frame_max: u32) {
+    frame::encode_content_header(buf, channel, msg.body.len() as u64, &msg.properties);
+    frame::encode_body(buf, channel, &msg.body, frame_max);
+}
