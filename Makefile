@@ -1,0 +1,26 @@
+# Warren: the commands the README documents.
+#   make run     start the broker on :5672 (release build)
+#   make test    every test: unit, property, integration (Rust), interop (pika, amqplib)
+#   make bench   load scenarios against Warren, and RabbitMQ when OTHER_URI is given
+
+CARGO ?= cargo
+
+.PHONY: run test test-rust test-interop bench lint
+
+run:
+	$(CARGO) run --release
+
+test: test-rust test-interop
+
+test-rust:
+	$(CARGO) test --workspace
+
+test-interop:
+	$(CARGO) build --bin warren
+	WARREN_BIN=$(CURDIR)/target/debug/warren interop-tests/run.sh
+
+bench:
+	perf/run-bench.sh
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
