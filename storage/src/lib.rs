@@ -1,1 +1,248 @@
+//! Warren's storage: durable exchanges, queues and bindings, and persistent messages in
+//! durable queues, kept in an embedded sled database.
+//!
+//! The broker calls [`Store`] on every change to durable state; nothing is acknowledged to a
+//! client as durable until [`Store::flush`] has returned (publisher confirms wait for it,
+//! and many publishers share one flush). At start [`Store::recover`] returns what survived.
+//! Records are opaque to this crate where the broker owns the meaning (field tables arrive
+//! already AMQP-encoded); the layout of each record is in [`codec`].
 
+mod codec;
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use codec::{BindingRecord, ExchangeRecord, QueueRecord, StoredMessage};
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: &str = "warren-store-1";
+
+/// Why the store failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The data directory could not be created or opened.
+    #[error("cannot open data directory {path}: {source}")]
+    Open {
+        /// The directory.
+        path: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// Another process holds the data directory.
+    #[error("data directory {0} is locked by another running broker")]
+    Locked(PathBuf),
+    /// The directory was written by an unknown format version.
+    #[error("data directory {path} has format '{found}', this build reads '{FORMAT_VERSION}'")]
+    UnknownVersion {
+        /// The directory.
+        path: PathBuf,
+        /// What it says.
+        found: String,
+    },
+    /// A record could not be decoded, or sled reported corruption.
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+    /// A read or write failed (disk full, I/O error).
+    #[error("store I/O failed: {0}")]
+    Io(#[from] sled::Error),
+}
+
+/// A message read back at recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredMessage {
+    /// Its position in its queue.
+    pub offset: u64,
+    /// The message.
+    pub message: StoredMessage,
+    /// It had been delivered before the stop (so it comes back redelivered).
+    pub delivered: bool,
+}
+
+/// Everything that survived a restart.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Durable exchanges.
+    pub exchanges: Vec<ExchangeRecord>,
+    /// Durable queues with their messages in queue order.
+    pub queues: Vec<(QueueRecord, Vec<RecoveredMessage>)>,
+    /// Bindings between durable ends.
+    pub bindings: Vec<BindingRecord>,
+}
+
+/// The sled database of one data directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    exchanges: sled::Tree,
+    queues: sled::Tree,
+    bindings: sled::Tree,
+    messages: sled::Tree,
+    delivered: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, checking its format version.
+    ///
+    /// A lock held by this same process is waited for briefly: sled releases its file lock
+    /// from a background thread after the previous handle is dropped.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let mut attempts = 0;
+        let db = loop {
+            match sled::Config::new().path(dir.join("sled")).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    attempts += 1;
+                    if attempts > 40 {
+                        return Err(StoreError::Locked(dir.to_path_buf()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(sled::Error::Corruption { .. }) => {
+                    return Err(StoreError::Corrupt(format!("sled reports corruption in {}", dir.display())));
+                }
+                Err(source) => return Err(StoreError::Open { path: dir.to_path_buf(), source }),
+            }
+        };
+        let meta = db.open_tree("meta")?;
+        match meta.get("format")? {
+            Some(v) if v.as_ref() == FORMAT_VERSION.as_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::UnknownVersion { path: dir.to_path_buf(), found: String::from_utf8_lossy(&v).into_owned() });
+            }
+            None if db.was_recovered() && db.tree_names().len() > 2 => {
+                return Err(StoreError::UnknownVersion { path: dir.to_path_buf(), found: "none".to_owned() });
+            }
+            None => {
+                meta.insert("format", FORMAT_VERSION.as_bytes())?;
+                db.flush()?;
+            }
+        }
+        Ok(Store {
+            exchanges: db.open_tree("exchanges")?,
+            queues: db.open_tree("queues")?,
+            bindings: db.open_tree("bindings")?,
+            messages: db.open_tree("messages")?,
+            delivered: db.open_tree("delivered")?,
+            db,
+        })
+    }
+
+    /// Records a durable exchange.
+    pub fn put_exchange(&self, x: &ExchangeRecord) -> Result<(), StoreError> {
+        self.exchanges.insert(x.name.as_bytes(), codec::encode_exchange(x))?;
+        Ok(())
+    }
+
+    /// Forgets an exchange and the bindings from or to it.
+    pub fn delete_exchange(&self, name: &str) -> Result<(), StoreError> {
+        self.exchanges.remove(name.as_bytes())?;
+        self.delete_bindings_where(|b| b.source == name || (b.destination_is_exchange && b.destination == name))
+    }
+
+    /// Records a durable queue.
+    pub fn put_queue(&self, q: &QueueRecord) -> Result<(), StoreError> {
+        self.queues.insert(q.name.as_bytes(), codec::encode_queue(q))?;
+        Ok(())
+    }
+
+    /// Forgets a queue, its bindings and its messages.
+    pub fn delete_queue(&self, name: &str) -> Result<(), StoreError> {
+        self.queues.remove(name.as_bytes())?;
+        self.purge_queue(name)?;
+        self.delete_bindings_where(|b| !b.destination_is_exchange && b.destination == name)
+    }
+
+    /// Forgets every message of a queue.
+    pub fn purge_queue(&self, name: &str) -> Result<(), StoreError> {
+        let prefix = codec::queue_prefix(name);
+        for tree in [&self.messages, &self.delivered] {
+            let mut batch = sled::Batch::default();
+            for key in tree.scan_prefix(&prefix).keys() {
+                batch.remove(key?);
+            }
+            tree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Records a binding between durable ends.
+    pub fn put_binding(&self, b: &BindingRecord) -> Result<(), StoreError> {
+        self.bindings.insert(codec::encode_binding(b), &[])?;
+        Ok(())
+    }
+
+    /// Forgets a binding.
+    pub fn delete_binding(&self, b: &BindingRecord) -> Result<(), StoreError> {
+        self.bindings.remove(codec::encode_binding(b))?;
+        Ok(())
+    }
+
+    fn delete_bindings_where(&self, pred: impl Fn(&BindingRecord) -> bool) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for key in self.bindings.iter().keys() {
+            let key = key?;
+            if pred(&codec::decode_binding(&key)?) {
+                batch.remove(key);
+            }
+        }
+        self.bindings.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Stores a persistent message at `offset` in `queue` (durable once flushed).
+    pub fn put_message(&self, queue: &str, offset: u64, m: &StoredMessage) -> Result<(), StoreError> {
+        self.messages.insert(codec::message_key(queue, offset), codec::encode_message(m))?;
+        Ok(())
+    }
+
+    /// Notes that a stored message was delivered (it comes back redelivered).
+    pub fn mark_delivered(&self, queue: &str, offset: u64) -> Result<(), StoreError> {
+        self.delivered.insert(codec::message_key(queue, offset), &[])?;
+        Ok(())
+    }
+
+    /// Removes an acknowledged message.
+    pub fn remove_message(&self, queue: &str, offset: u64) -> Result<(), StoreError> {
+        let key = codec::message_key(queue, offset);
+        self.messages.remove(&key)?;
+        self.delivered.remove(&key)?;
+        Ok(())
+    }
+
+    /// Makes every change so far durable. Concurrent callers share one sled flush.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Makes every change so far durable, blocking the thread.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Reads back everything stored: exchanges, queues with their messages in order, and
+    /// bindings.
+    pub fn recover(&self) -> Result<Recovered, StoreError> {
+        let mut out = Recovered::default();
+        for v in self.exchanges.iter().values() {
+            out.exchanges.push(codec::decode_exchange(&v?)?);
+        }
+        for v in self.queues.iter().values() {
+            let q = codec::decode_queue(&v?)?;
+            let mut messages = Vec::new();
+            for item in self.messages.scan_prefix(codec::queue_prefix(&q.name)) {
+                let (k, v) = item?;
+                let offset = codec::offset_of(&k)?;
+                let delivered = self.delivered.contains_key(&k)?;
+                messages.push(RecoveredMessage { offset, message: codec::decode_message(&v)?, delivered });
+            }
+            out.queues.push((q, messages));
+        }
+        for k in self.bindings.iter().keys() {
+            out.bindings.push(codec::decode_binding(&k?)?);
+        }
+        Ok(out)
+    }
+}
