@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
-                error!(error = %e, bind = %addr.0, port = addr.1, "cannot listen");
+                error!(error = %e, bind = %addr.0, port = addr.1, "cannot start");
                 return ExitCode::FAILURE;
             }
         };

@@ -35,7 +35,7 @@ impl Server {
             0 => None,
             port => Some(TcpListener::bind(SocketAddr::new(config.bind, port)).await?),
         };
-        let broker = Arc::new(Broker::new(config, Metrics::new()));
+        let broker = Arc::new(Broker::open(config, Metrics::new()).map_err(std::io::Error::other)?);
         Ok(Server { listener, metrics_listener, broker })
     }
 
@@ -95,6 +95,9 @@ impl Server {
         drop(done_tx);
         if tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv()).await.is_err() {
             warn!("some connections did not close in time");
+        }
+        if let Err(e) = broker.flush() {
+            error!(error = %e, "final store flush failed");
         }
         info!("shutdown complete");
     }

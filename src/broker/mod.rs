@@ -4,6 +4,7 @@
 //! frame buffers of the channels it delivers to.
 
 pub mod consumer;
+pub mod durability;
 pub mod exchange;
 pub mod headers;
 pub mod message;
@@ -16,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::config::Config;
+use durability::{FlushRequest, Flusher};
+use warren_storage::{Store, StoreError};
 use crate::metrics::Metrics;
 use vhost::VHost;
 
@@ -51,14 +54,31 @@ pub struct Broker {
     pub metrics: Metrics,
     vhosts: HashMap<String, Arc<VHost>>,
     next_connection_id: AtomicU64,
+    store: Store,
+    flusher: Flusher,
 }
 
 impl Broker {
-    /// A broker with the default vhost `/`.
-    pub fn new(config: Config, metrics: Metrics) -> Self {
+    /// Opens the store in the data directory and builds the default vhost `/` from what
+    /// it recovers.
+    pub fn open(config: Config, metrics: Metrics) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Corrupt(format!("cannot create data directory {}: {e}", config.data_dir.display())))?;
+        let store = Store::open(&config.data_dir)?;
+        let recovered = store.recover()?;
         let mut vhosts = HashMap::new();
-        vhosts.insert("/".to_owned(), Arc::new(VHost::new("/")));
-        Broker { config, metrics, vhosts, next_connection_id: AtomicU64::new(1) }
+        vhosts.insert("/".to_owned(), Arc::new(VHost::open("/", store.clone(), recovered)));
+        Ok(Broker { config, metrics, vhosts, next_connection_id: AtomicU64::new(1), flusher: Flusher::start(store.clone()), store })
+    }
+
+    /// Queues replies to be sent once everything stored so far is on disk (group commit:
+    /// one flush serves every request waiting when it starts).
+    pub fn after_flush(&self, request: FlushRequest) {
+        self.flusher.submit(request);
+    }
+
+    /// Flushes the store (at shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush_blocking()
     }
 
     /// The vhost called `name`.

@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use amq_protocol::types::FieldTable;
+use tracing::error;
 use warren_protocol::AmqpError;
+use warren_storage::{Store, StoredMessage};
 
 use crate::broker::consumer::Consumer;
 use crate::broker::message::Message;
@@ -41,7 +43,22 @@ pub struct Queue {
     pub auto_delete: bool,
     /// The declare arguments.
     pub arguments: FieldTable,
+    /// Where its persistent messages are kept: set for durable, non-exclusive queues.
+    store: Option<Store>,
     state: Mutex<QueueState>,
+}
+
+/// What happened to an enqueued message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Held in memory only.
+    Transient,
+    /// Written to the store; durable after the next flush.
+    Stored,
+    /// The queue was deleted meanwhile.
+    Gone,
+    /// The store refused it; the publisher must be nacked.
+    Failed,
 }
 
 #[derive(Debug, Default)]
@@ -56,37 +73,89 @@ struct QueueState {
 
 impl Queue {
     /// A new, empty queue.
-    pub fn new(name: String, vhost: String, durable: bool, exclusive_owner: Option<u64>, auto_delete: bool, arguments: FieldTable) -> Self {
-        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, state: Mutex::new(QueueState::default()) }
+    pub fn new(name: String, vhost: String, durable: bool, exclusive_owner: Option<u64>, auto_delete: bool, arguments: FieldTable, store: Option<Store>) -> Self {
+        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, state: Mutex::new(QueueState::default()) }
+    }
+
+    /// The store, when this queue keeps `msg` on disk.
+    fn store_for(&self, msg: &Message) -> Option<&Store> {
+        self.store.as_ref().filter(|_| msg.persistent)
+    }
+
+    /// Records that a message went to a consumer: a no-ack delivery is settled at once,
+    /// otherwise it is marked delivered so a restart brings it back redelivered.
+    pub fn delivered(&self, offset: u64, msg: &Message, settled: bool) {
+        if let Some(store) = self.store_for(msg) {
+            let result = if settled { store.remove_message(&self.name, offset) } else { store.mark_delivered(&self.name, offset) };
+            if let Err(e) = result {
+                error!(queue = %self.name, error = %e, "cannot record a delivery in the store");
+            }
+        }
+    }
+
+    /// Forgets an acknowledged (or dropped) message.
+    pub fn settled(&self, offset: u64, msg: &Message) {
+        if let Some(store) = self.store_for(msg) {
+            if let Err(e) = store.remove_message(&self.name, offset) {
+                error!(queue = %self.name, error = %e, "cannot remove an acknowledged message from the store");
+            }
+        }
+    }
+
+    /// Puts recovered messages back at start-up, in offset order.
+    pub fn restore(&self, messages: impl IntoIterator<Item = (u64, Arc<Message>, bool)>) {
+        let mut st = self.lock();
+        for (offset, msg, redelivered) in messages {
+            st.next_offset = st.next_offset.max(offset + 1);
+            st.ready.push_back(Ready { offset, msg, redelivered });
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends a message and dispatches. `false` if the queue was deleted meanwhile.
-    pub fn enqueue(self: &Arc<Self>, msg: Arc<Message>) -> bool {
+    /// Appends a message (storing it first when persistent in a durable queue) and
+    /// dispatches.
+    pub fn enqueue(&self, msg: Arc<Message>) -> Enqueued {
         let mut st = self.lock();
         if st.deleted {
-            return false;
+            return Enqueued::Gone;
         }
         let offset = st.next_offset;
+        let outcome = match self.store_for(&msg) {
+            Some(store) => {
+                let stored = StoredMessage {
+                    exchange: msg.exchange.clone(),
+                    routing_key: msg.routing_key.clone(),
+                    properties: msg.properties.clone(),
+                    body: msg.body.clone(),
+                };
+                if let Err(e) = store.put_message(&self.name, offset, &stored) {
+                    error!(queue = %self.name, error = %e, "cannot store a persistent message; it will be nacked");
+                    return Enqueued::Failed;
+                }
+                Enqueued::Stored
+            }
+            None => Enqueued::Transient,
+        };
         st.next_offset += 1;
         // Fast path: nothing waiting, so the message can go straight to a consumer.
-        if st.ready.is_empty() && Self::offer(&mut st, offset, &msg, false) {
-            return true;
+        if st.ready.is_empty() && self.offer(&mut st, offset, &msg, false) {
+            return outcome;
         }
         st.ready.push_back(Ready { offset, msg, redelivered: false });
-        Self::dispatch_locked(&mut st);
-        true
+        self.dispatch_locked(&mut st);
+        outcome
     }
 
     /// Offers one message to the consumers in rotation; true if one took it.
-    fn offer(st: &mut QueueState, offset: u64, msg: &Arc<Message>, redelivered: bool) -> bool {
+    fn offer(&self, st: &mut QueueState, offset: u64, msg: &Arc<Message>, redelivered: bool) -> bool {
         for _ in 0..st.consumers.len() {
             st.consumers.rotate_left(1);
             if let Some(c) = st.consumers.back() {
                 if c.try_deliver(offset, msg, redelivered) {
+                    self.delivered(offset, msg, c.no_ack);
                     return true;
                 }
             }
@@ -94,10 +163,10 @@ impl Queue {
         false
     }
 
-    fn dispatch_locked(st: &mut QueueState) {
+    fn dispatch_locked(&self, st: &mut QueueState) {
         while let Some(front) = st.ready.front() {
             let (offset, msg, redelivered) = (front.offset, Arc::clone(&front.msg), front.redelivered);
-            if !Self::offer(st, offset, &msg, redelivered) {
+            if !self.offer(st, offset, &msg, redelivered) {
                 return;
             }
             st.ready.pop_front();
@@ -108,7 +177,7 @@ impl Queue {
     pub fn dispatch(&self) {
         let mut st = self.lock();
         if !st.ready.is_empty() && !st.consumers.is_empty() {
-            Self::dispatch_locked(&mut st);
+            self.dispatch_locked(&mut st);
         }
     }
 
@@ -122,7 +191,7 @@ impl Queue {
             let pos = st.ready.partition_point(|r| r.offset < offset);
             st.ready.insert(pos, Ready { offset, msg, redelivered: true });
         }
-        Self::dispatch_locked(&mut st);
+        self.dispatch_locked(&mut st);
     }
 
     /// Takes the next ready message for basic.get, with the count left behind.
@@ -136,7 +205,13 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut st = self.lock();
         let n = st.ready.len();
-        st.ready.clear();
+        for r in st.ready.drain(..) {
+            if let Some(store) = self.store_for(&r.msg) {
+                if let Err(e) = store.remove_message(&self.name, r.offset) {
+                    error!(queue = %self.name, error = %e, "cannot purge a message from the store");
+                }
+            }
+        }
         n as u32
     }
 
@@ -164,7 +239,7 @@ impl Queue {
         on_added();
         st.consumers.push_back(consumer);
         st.had_consumers = true;
-        Self::dispatch_locked(&mut st);
+        self.dispatch_locked(&mut st);
         Ok(())
     }
 

@@ -7,8 +7,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use amq_protocol::frame::WriteContext;
+use amq_protocol::types::generation::gen_field_table;
+use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::{AMQPValue, FieldTable};
-use warren_protocol::AmqpError;
+use tracing::warn;
+use warren_protocol::{AmqpError, ReplyCode};
+use warren_storage::{BindingRecord, ExchangeRecord, QueueRecord, Recovered, Store, StoreError};
 
 use crate::broker::consumer::Consumer;
 use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
@@ -71,6 +76,40 @@ pub struct VHost {
     queues: RwLock<HashMap<String, Arc<Queue>>>,
     /// Serialises topology changes.
     topology: Mutex<()>,
+    /// Durable topology and persistent messages.
+    store: Store,
+}
+
+fn store_failed(e: StoreError) -> AmqpError {
+    AmqpError::connection(ReplyCode::InternalError, format!("store failed: {e}"))
+}
+
+/// AMQP-encodes a field table for the store.
+fn encode_table(t: &FieldTable) -> Vec<u8> {
+    gen_field_table(t)(WriteContext::from(Vec::new())).map(|c| c.write).unwrap_or_default()
+}
+
+/// Decodes a stored field table; a damaged one is reported by the caller.
+fn decode_table(raw: &[u8]) -> Option<FieldTable> {
+    if raw.is_empty() {
+        return Some(FieldTable::default());
+    }
+    warren_protocol::table::skip_table(raw).ok()?;
+    parse_field_table(raw).ok().map(|(_, t)| t)
+}
+
+fn binding_record(source: &Exchange, destination: &Destination, routing_key: &str, arguments: &FieldTable) -> Option<BindingRecord> {
+    let (name, durable, is_exchange) = match destination {
+        Destination::Queue(q) => (q.name.clone(), q.durable && q.exclusive_owner.is_none(), false),
+        Destination::Exchange(x) => (x.name.clone(), x.durable, true),
+    };
+    (source.durable && durable).then(|| BindingRecord {
+        source: source.name.clone(),
+        destination: name,
+        destination_is_exchange: is_exchange,
+        routing_key: routing_key.to_owned(),
+        arguments: encode_table(arguments),
+    })
 }
 
 fn reserved(name: &str) -> bool {
@@ -82,8 +121,64 @@ fn flag(b: bool) -> &'static str {
 }
 
 impl VHost {
-    /// A vhost with the default exchange and the predeclared `amq.*` exchanges.
-    pub fn new(name: &str) -> Self {
+    /// A vhost with the default exchange and the predeclared `amq.*` exchanges, and the
+    /// durable entities and messages recovered from `store`.
+    pub fn open(name: &str, store: Store, recovered: Recovered) -> Self {
+        let vhost = Self::new(name, store);
+        vhost.restore(recovered);
+        vhost
+    }
+
+    fn restore(&self, recovered: Recovered) {
+        let mut exchanges = self.exchanges.write().unwrap_or_else(|p| p.into_inner());
+        for x in recovered.exchanges {
+            let (Some(kind), Some(arguments)) = (ExchangeKind::parse(&x.kind), decode_table(&x.arguments)) else {
+                warn!(exchange = %x.name, "skipping a damaged exchange record");
+                continue;
+            };
+            exchanges.insert(x.name.clone(), Arc::new(Exchange::new(x.name, kind, true, x.auto_delete, x.internal, arguments)));
+        }
+        drop(exchanges);
+        let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
+        for (q, messages) in recovered.queues {
+            let Some(arguments) = decode_table(&q.arguments) else {
+                warn!(queue = %q.name, "skipping a damaged queue record");
+                continue;
+            };
+            let queue = Arc::new(Queue::new(q.name.clone(), self.name.clone(), true, None, q.auto_delete, arguments, Some(self.store.clone())));
+            queue.restore(messages.into_iter().map(|m| {
+                let persistent = true;
+                let msg = Message {
+                    exchange: m.message.exchange,
+                    routing_key: m.message.routing_key,
+                    properties: m.message.properties,
+                    body: m.message.body,
+                    persistent,
+                };
+                (m.offset, Arc::new(msg), m.delivered)
+            }));
+            queues.insert(q.name, queue);
+        }
+        drop(queues);
+        for b in recovered.bindings {
+            let source = self.exchange(&b.source);
+            let destination = if b.destination_is_exchange {
+                self.exchange(&b.destination).map(Destination::Exchange)
+            } else {
+                self.queue(&b.destination).map(Destination::Queue)
+            };
+            match (source, destination, decode_table(&b.arguments)) {
+                (Some(s), Some(d), Some(args)) => {
+                    if let Err(e) = s.bind(d, &b.routing_key, &args) {
+                        warn!(source = %b.source, destination = %b.destination, error = %e, "skipping an invalid binding record");
+                    }
+                }
+                _ => warn!(source = %b.source, destination = %b.destination, "skipping a binding whose ends are gone"),
+            }
+        }
+    }
+
+    fn new(name: &str, store: Store) -> Self {
         let mut exchanges = HashMap::new();
         for (xname, kind) in [
             ("", ExchangeKind::Direct),
@@ -95,7 +190,7 @@ impl VHost {
         ] {
             exchanges.insert(xname.to_owned(), Arc::new(Exchange::new(xname.to_owned(), kind, true, false, false, FieldTable::default())));
         }
-        VHost { name: name.to_owned(), exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()) }
+        VHost { name: name.to_owned(), exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store }
     }
 
     fn serialise(&self) -> MutexGuard<'_, ()> {
@@ -169,6 +264,17 @@ impl VHost {
             }
             return Ok(existing);
         }
+        if spec.durable {
+            self.store
+                .put_exchange(&ExchangeRecord {
+                    name: spec.name.clone(),
+                    kind: kind.as_str().to_owned(),
+                    auto_delete: spec.auto_delete,
+                    internal: spec.internal,
+                    arguments: encode_table(&spec.arguments),
+                })
+                .map_err(store_failed)?;
+        }
         let exchange = Arc::new(Exchange::new(spec.name.clone(), kind, spec.durable, spec.auto_delete, spec.internal, spec.arguments));
         self.exchanges.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&exchange));
         Ok(exchange)
@@ -198,6 +304,11 @@ impl VHost {
     /// lose their last binding. Caller holds the topology lock.
     fn remove_exchange(&self, exchange: &Arc<Exchange>) {
         self.exchanges.write().unwrap_or_else(|p| p.into_inner()).remove(&exchange.name);
+        if exchange.durable {
+            if let Err(e) = self.store.delete_exchange(&exchange.name) {
+                warn!(exchange = %exchange.name, error = %e, "cannot delete an exchange from the store");
+            }
+        }
         self.unbind_everywhere(&Destination::Exchange(Arc::clone(exchange)));
     }
 
@@ -250,7 +361,15 @@ impl VHost {
             }
             return Ok(existing);
         }
-        let queue = Arc::new(Queue::new(spec.name.clone(), self.name.clone(), spec.durable, spec.exclusive_owner, spec.auto_delete, spec.arguments));
+        // Exclusive queues die with their connection, so only other durable ones are kept.
+        let keep = spec.durable && spec.exclusive_owner.is_none();
+        if keep {
+            self.store
+                .put_queue(&QueueRecord { name: spec.name.clone(), auto_delete: spec.auto_delete, arguments: encode_table(&spec.arguments) })
+                .map_err(store_failed)?;
+        }
+        let store = keep.then(|| self.store.clone());
+        let queue = Arc::new(Queue::new(spec.name.clone(), self.name.clone(), spec.durable, spec.exclusive_owner, spec.auto_delete, spec.arguments, store));
         self.queues.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&queue));
         // Every queue is bound to the default exchange by its name; routing through ""
         // looks the queue up directly instead of keeping that binding.
@@ -286,6 +405,11 @@ impl VHost {
     /// the topology lock.
     fn remove_queue(&self, queue: &Arc<Queue>) -> u32 {
         self.queues.write().unwrap_or_else(|p| p.into_inner()).remove(&queue.name);
+        if queue.durable && queue.exclusive_owner.is_none() {
+            if let Err(e) = self.store.delete_queue(&queue.name) {
+                warn!(queue = %queue.name, error = %e, "cannot delete a queue from the store");
+            }
+        }
         self.unbind_everywhere(&Destination::Queue(Arc::clone(queue)));
         let (count, consumers) = queue.mark_deleted();
         for consumer in consumers {
@@ -303,7 +427,32 @@ impl VHost {
         let q = self.queue_or_404(queue)?;
         q.check_access(connection)?;
         let x = self.exchange_or_404(exchange)?;
-        x.bind(Destination::Queue(q), routing_key, arguments)
+        self.bind(&x, Destination::Queue(q), routing_key, arguments)
+    }
+
+    /// Adds a binding, recording it when both ends are durable.
+    fn bind(&self, source: &Arc<Exchange>, destination: Destination, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+        let record = binding_record(source, &destination, routing_key, arguments);
+        source.bind(destination, routing_key, arguments)?;
+        if let Some(record) = record {
+            self.store.put_binding(&record).map_err(store_failed)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a binding (and its record); deletes an auto-delete source left without
+    /// bindings.
+    fn unbind(&self, source: &Arc<Exchange>, destination: Destination, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+        let record = binding_record(source, &destination, routing_key, arguments);
+        if source.unbind(&destination, routing_key, arguments) {
+            if let Some(record) = record {
+                self.store.delete_binding(&record).map_err(store_failed)?;
+            }
+            if source.auto_delete && !source.has_bindings() {
+                self.remove_exchange(source);
+            }
+        }
+        Ok(())
     }
 
     /// `queue.unbind`: idempotent for a missing binding.
@@ -315,10 +464,7 @@ impl VHost {
         let q = self.queue_or_404(queue)?;
         q.check_access(connection)?;
         let x = self.exchange_or_404(exchange)?;
-        if x.unbind(&Destination::Queue(q), routing_key, arguments) && x.auto_delete && !x.has_bindings() {
-            self.remove_exchange(&x);
-        }
-        Ok(())
+        self.unbind(&x, Destination::Queue(q), routing_key, arguments)
     }
 
     /// `exchange.bind`.
@@ -329,7 +475,7 @@ impl VHost {
         let _topology = self.serialise();
         let d = self.exchange_or_404(destination)?;
         let s = self.exchange_or_404(source)?;
-        s.bind(Destination::Exchange(d), routing_key, arguments)
+        self.bind(&s, Destination::Exchange(d), routing_key, arguments)
     }
 
     /// `exchange.unbind`: idempotent for a missing binding.
@@ -340,10 +486,7 @@ impl VHost {
         let _topology = self.serialise();
         let d = self.exchange_or_404(destination)?;
         let s = self.exchange_or_404(source)?;
-        if s.unbind(&Destination::Exchange(d), routing_key, arguments) && s.auto_delete && !s.has_bindings() {
-            self.remove_exchange(&s);
-        }
-        Ok(())
+        self.unbind(&s, Destination::Exchange(d), routing_key, arguments)
     }
 
     /// The queues a message published to `exchange` reaches, each once, following
@@ -384,6 +527,11 @@ impl VHost {
                 }
             }
         }
+    }
+
+    /// The store behind this vhost.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Deletes the exclusive queues of a closing connection.

@@ -12,7 +12,13 @@ use super::channel::{requeue, Channel, TxSettle};
 use super::Context;
 use crate::broker::consumer::{Consumer, Unacked};
 use crate::broker::message::Message;
-use crate::broker::queue::Queue;
+use crate::broker::queue::{Enqueued, Queue};
+
+/// What publishing one message did.
+pub(super) struct Published {
+    /// It was written to the store (durable after the next flush).
+    pub stored: bool,
+}
 use crate::broker::unique_name;
 
 impl Channel {
@@ -38,12 +44,12 @@ impl Channel {
             tx.publishes.push(content);
             return Ok(());
         }
-        self.publish(ctx, content)
+        self.publish(ctx, content).map(drop)
     }
 
     /// Routes a message to its queues; returns it if mandatory and unroutable; counts it
-    /// for publisher confirms.
-    pub(super) fn publish(&mut self, ctx: &Context, content: Content<basic::Publish>) -> Result<(), AmqpError> {
+    /// for publisher confirms (nacked if a queue could not store it).
+    pub(super) fn publish(&mut self, ctx: &Context, content: Content<basic::Publish>) -> Result<Published, AmqpError> {
         let Content { method, properties, body } = content;
         let exchange = ctx.vhost.exchange_or_404(method.exchange.as_str())?;
         // The assembler validated the properties already.
@@ -74,11 +80,22 @@ impl Channel {
             let view = PropertiesView::parse(&msg.properties).unwrap_or_default();
             ctx.vhost.route(&exchange, &msg, &mut || view.headers_table(), &mut queues);
         }
-        let mut delivered = false;
+        let (mut delivered, mut stored, mut failed) = (false, false, false);
         for q in queues.drain(..) {
-            delivered |= q.enqueue(Arc::clone(&msg));
+            match q.enqueue(Arc::clone(&msg)) {
+                Enqueued::Transient => delivered = true,
+                Enqueued::Stored => (delivered, stored) = (true, true),
+                Enqueued::Failed => failed = true,
+                Enqueued::Gone => {}
+            }
         }
         self.route_buf = queues;
+        if let Some(c) = self.confirms.as_mut() {
+            if failed {
+                c.nacked.push(c.next);
+            }
+            c.needs_flush |= stored;
+        }
         if delivered {
             ctx.broker.metrics.messages_routed.inc();
         } else if method.mandatory {
@@ -87,7 +104,7 @@ impl Channel {
         } else {
             ctx.broker.metrics.messages_unroutable_dropped.inc();
         }
-        Ok(())
+        Ok(Published { stored })
     }
 
     /// The queue a method names; "" means the channel's last declared queue.
@@ -161,6 +178,7 @@ impl Channel {
         match q.get() {
             None => self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}))),
             Some((ready, remaining)) => {
+                q.delivered(ready.offset, &ready.msg, g.no_ack);
                 let mut st = self.delivery.lock();
                 st.next_tag += 1;
                 let tag = st.next_tag;
@@ -213,9 +231,15 @@ impl Channel {
             }
         }
         match requeue_them {
-            None => ctx.broker.metrics.messages_acknowledged.inc_by(taken.len() as u64),
             Some(true) => requeue(taken),
-            Some(false) => drop(taken),
+            ack_or_drop => {
+                if ack_or_drop.is_none() {
+                    ctx.broker.metrics.messages_acknowledged.inc_by(taken.len() as u64);
+                }
+                for u in &taken {
+                    u.queue.settled(u.offset, &u.msg);
+                }
+            }
         }
         if global_limit {
             self.redispatch();

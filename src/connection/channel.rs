@@ -2,6 +2,7 @@
 //! confirm and transaction modes, and the dispatch of methods to their handlers
 //! ([`super::basic`] and [`super::topology`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use warren_protocol::{AMQPClass, AmqpError};
 
 use super::Context;
 use crate::broker::consumer::{ChannelDelivery, Unacked};
+use crate::broker::durability::{FlushRequest, Reply};
 use crate::broker::queue::Queue;
 use crate::outbound::Outbound;
 
@@ -24,13 +26,40 @@ pub(crate) enum ChannelPhase {
 }
 
 /// Publisher-confirm bookkeeping: every publish gets the next sequence number; acks go out
-/// coalesced (`multiple`) once per batch of frames read.
+/// coalesced (`multiple`) once per batch of frames read, after a store flush when the batch
+/// stored anything.
 #[derive(Debug, Default)]
 pub(crate) struct Confirms {
     /// The last sequence number given to a publish.
     pub next: u64,
-    /// Every sequence number up to this one has been acked or nacked to the client.
+    /// Every sequence number up to this one has been answered (or handed to the flusher).
     pub settled: u64,
+    /// Publishes of this batch that could not be stored, in order.
+    pub nacked: Vec<u64>,
+    /// This batch wrote to the store.
+    pub needs_flush: bool,
+    /// Requests of this channel still waiting in the flusher.
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+impl Confirms {
+    /// The acks and nacks earned since the last call, nacks singled out so that no
+    /// `multiple` ack covers them.
+    fn take_replies(&mut self) -> Vec<Reply> {
+        let mut out = Vec::new();
+        for n in std::mem::take(&mut self.nacked) {
+            if n > self.settled + 1 {
+                out.push(Reply::Confirm { ack: true, tag: n - 1, multiple: n - 1 - self.settled > 1 });
+            }
+            out.push(Reply::Confirm { ack: false, tag: n, multiple: false });
+            self.settled = n;
+        }
+        if self.next > self.settled {
+            out.push(Reply::Confirm { ack: true, tag: self.next, multiple: self.next - self.settled > 1 });
+            self.settled = self.next;
+        }
+        out
+    }
 }
 
 /// A settlement held back by a transaction.
@@ -183,8 +212,9 @@ impl Channel {
                     return Err(AmqpError::precondition_failed("channel is not transactional"));
                 };
                 let work = std::mem::take(tx);
+                let mut stored = false;
                 for content in work.publishes {
-                    self.publish(ctx, content)?;
+                    stored |= self.publish(ctx, content)?.stored;
                 }
                 for settle in work.settles {
                     match settle {
@@ -192,7 +222,19 @@ impl Channel {
                         TxSettle::Reject { tag, multiple, requeue } => self.settle(ctx, tag, multiple, Some(requeue))?,
                     }
                 }
-                self.reply(ctx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                let commit_ok = AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}));
+                if stored {
+                    // Committed persistent messages are on disk before commit-ok.
+                    ctx.broker.after_flush(FlushRequest {
+                        outbound: Arc::clone(&ctx.outbound),
+                        channel: self.id,
+                        replies: vec![Reply::Method(commit_ok)],
+                        needs_flush: true,
+                        in_flight: Arc::default(),
+                    });
+                } else {
+                    self.reply(ctx, commit_ok);
+                }
                 Ok(())
             }
             tx::AMQPMethod::Rollback(_) => {
@@ -228,15 +270,31 @@ impl Channel {
         }
     }
 
-    /// Sends the confirms earned since the last flush, as one `multiple` ack when it can.
+    /// Sends the confirms earned since the last call, as one `multiple` ack when it can;
+    /// through the flusher when they promise stored messages or must queue behind earlier
+    /// confirms that do.
     pub fn flush_confirms(&mut self, ctx: &Context) {
-        if let Some(c) = self.confirms.as_mut() {
-            if c.next > c.settled {
-                ctx.outbound.confirm(self.id, true, c.next, c.next - c.settled > 1);
-                ctx.broker.metrics.messages_confirmed.inc_by(c.next - c.settled);
-                c.settled = c.next;
-            }
+        let Some(c) = self.confirms.as_mut() else { return };
+        if c.next == c.settled {
+            return;
         }
+        ctx.broker.metrics.messages_confirmed.inc_by(c.next - c.settled);
+        let replies = c.take_replies();
+        if !c.needs_flush && c.in_flight.load(Ordering::Acquire) == 0 {
+            for r in replies {
+                if let Reply::Confirm { ack, tag, multiple } = r {
+                    ctx.outbound.confirm(self.id, ack, tag, multiple);
+                }
+            }
+            return;
+        }
+        ctx.broker.after_flush(FlushRequest {
+            outbound: Arc::clone(&ctx.outbound),
+            channel: self.id,
+            replies,
+            needs_flush: std::mem::take(&mut c.needs_flush),
+            in_flight: Arc::clone(&c.in_flight),
+        });
     }
 
     /// Offers ready messages again to this channel's consumers' queues (after flow resumes

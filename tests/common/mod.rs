@@ -14,11 +14,21 @@ use warren::{Config, Server};
 pub struct TestBroker {
     /// Its AMQP address.
     pub addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: std::path::PathBuf,
     /// Dropping this stops the broker.
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// The server task.
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl TestBroker {
+    /// Stops the broker gracefully and waits until it has finished.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+
     /// The amqp:// URI of the default vhost.
     pub fn uri(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)
@@ -37,17 +47,26 @@ impl TestBroker {
     }
 }
 
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Starts a broker on a free loopback port with `adjust` applied to the default config.
 pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
-    let mut config = Config { bind: [127, 0, 0, 1].into(), port: 0, metrics_port: 0, ..Config::default() };
+    let mut config = Config { bind: [127, 0, 0, 1].into(), port: 0, metrics_port: 0, data_dir: fresh_data_dir(), ..Config::default() };
     adjust(&mut config);
+    let config_dir = config.data_dir.clone();
     let server = Server::bind(config).await.expect("bind");
     let addr = server.local_addr().expect("addr");
+    let data_dir = config_dir;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
+    let task = tokio::spawn(server.run(async move {
         let _ = rx.await;
     }));
-    TestBroker { addr, _stop: tx }
+    TestBroker { addr, data_dir, stop: tx, task }
+}
+
+/// A new, empty data directory under the system's temp dir.
+pub fn fresh_data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("warren-test-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
 }
 
 /// Starts a broker with the default configuration.
