@@ -529,11 +529,6 @@ impl VHost {
         }
     }
 
-    /// The store behind this vhost.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Deletes the exclusive queues of a closing connection.
     pub fn drop_exclusive_queues(&self, connection: u64) {
         let owned: Vec<Arc<Queue>> = self
