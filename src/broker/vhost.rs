@@ -57,6 +57,8 @@ pub struct ExchangeSpec {
 pub struct QueueSpec {
     /// The name (already generated when the client sent "").
     pub name: String,
+    /// The server generated the name (so its `amq.gen-` prefix is allowed).
+    pub server_named: bool,
     /// Durable flag.
     pub durable: bool,
     /// The declaring connection when exclusive.
@@ -330,7 +332,7 @@ impl VHost {
             q.check_access(connection)?;
             return Ok(q);
         }
-        if reserved(&spec.name) {
+        if reserved(&spec.name) && !spec.server_named {
             return Err(AmqpError::access_refused(format!("queue name '{}' contains reserved prefix 'amq.*'", spec.name)));
         }
         validate_queue_args(&spec.arguments, &spec.name, &self.name)?;

@@ -52,9 +52,11 @@ impl Channel {
     }
 
     pub(super) fn queue_declare(&mut self, ctx: &Context, d: queue::Declare) -> Result<(), AmqpError> {
-        let name = if d.queue.as_str().is_empty() && !d.passive { unique_name("amq.gen-") } else { self.queue_name(d.queue.as_str())? };
+        let server_named = d.queue.as_str().is_empty() && !d.passive;
+        let name = if server_named { unique_name("amq.gen-") } else { self.queue_name(d.queue.as_str())? };
         let spec = QueueSpec {
             name,
+            server_named,
             durable: d.durable,
             exclusive_owner: d.exclusive.then_some(ctx.id),
             auto_delete: d.auto_delete,

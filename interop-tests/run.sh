@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Runs the RabbitMQ tutorials 1-7 as interop tests, with Python pika and with
+# Node amqplib, against an AMQP 0-9-1 broker.
+#
+#   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ interop-tests/run.sh   # existing broker
+#   WARREN_BIN=target/release/warren interop-tests/run.sh              # start warren here
+#   interop-tests/run.sh python      # only one suite (python | node)
+#
+# Env: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/), WARREN_BIN,
+#      WARREN_ARGS (extra args for warren), PYTHON (default python3),
+#      INTEROP_SUITE_TIMEOUT (seconds per suite, default 600).
+set -euo pipefail
+
+ORIG_PWD=$PWD
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$HERE"
+
+PY=${PYTHON:-python3}
+SUITE_TIMEOUT=${INTEROP_SUITE_TIMEOUT:-600}
+SUITES=("$@")
+[[ ${#SUITES[@]} -gt 0 ]] || SUITES=(python node)
+for s in "${SUITES[@]}"; do
+  [[ $s == python || $s == node ]] || { echo "unknown suite '$s' (python|node)" >&2; exit 2; }
+done
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/warren-interop.XXXXXX")
+WARREN_PID=
+WARREN_LOG="$WORK/warren.log"
+
+cleanup() {
+  local rc=$?
+  if [[ -n $WARREN_PID ]] && kill -0 "$WARREN_PID" 2>/dev/null; then
+    kill -TERM "$WARREN_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$WARREN_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$WARREN_PID" 2>/dev/null || true
+    wait "$WARREN_PID" 2>/dev/null || true
+  fi
+  if [[ -n $WARREN_PID && $rc -ne 0 && -s $WARREN_LOG ]]; then
+    echo "---- last 60 lines of the warren log ----"
+    tail -n 60 "$WARREN_LOG" || true
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- deps
+command -v "$PY" >/dev/null || die "$PY not found (need Python 3.11+ with pip)"
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 9))' || die "$PY is too old"
+
+setup_python() {
+  local venv="$HERE/.venv" req="$HERE/python/requirements.txt"
+  local stamp="$venv/.requirements.sha256" want
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  if [[ -x $venv/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    return
+  fi
+  if ! [[ -x $venv/bin/python ]] || ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    rm -rf "$venv"
+    if ! "$PY" -m venv "$venv" >/dev/null 2>&1; then
+      # Debian ships venv/ensurepip in a separate package.
+      rm -rf "$venv"
+      if command -v apt-get >/dev/null && [[ $(id -u) -eq 0 ]]; then
+        local ver
+        ver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+        say "installing python${ver}-venv with apt-get"
+        apt-get install -y -q "python${ver}-venv" >/dev/null 2>&1 \
+          || { apt-get update -q >/dev/null && apt-get install -y -q "python${ver}-venv" >/dev/null; } \
+          || apt-get install -y -q python3-venv >/dev/null
+      fi
+      "$PY" -m venv "$venv" || die "cannot create a venv with $PY (install python3-venv)"
+    fi
+  fi
+  say "installing python requirements into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+  echo "$want" >"$stamp"
+}
+
+setup_node() {
+  command -v node >/dev/null || die "node not found (need Node 20+ with npm)"
+  command -v npm >/dev/null || die "npm not found"
+  local stamp="$HERE/node/node_modules/.interop-deps.sha256" want
+  want=$(cat "$HERE/node/package.json" "$HERE/node/package-lock.json" 2>/dev/null | sha256sum | cut -d' ' -f1)
+  if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    return
+  fi
+  say "installing node dependencies"
+  if [[ -f $HERE/node/package-lock.json ]]; then
+    (cd "$HERE/node" && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    (cd "$HERE/node" && npm install --no-audit --no-fund --loglevel=error)
+  fi
+  echo "$want" >"$stamp"
+}
+
+for s in "${SUITES[@]}"; do
+  case $s in
+    python) setup_python ;;
+    node) setup_node ;;
+  esac
+done
+
+# ---------------------------------------------------------------- broker
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+if [[ -n ${WARREN_BIN:-} ]]; then
+  [[ $WARREN_BIN == */* && $WARREN_BIN != /* ]] && WARREN_BIN="$ORIG_PWD/$WARREN_BIN"
+  [[ -x $WARREN_BIN ]] || WARREN_BIN=$(command -v "$WARREN_BIN" || true)
+  [[ -n $WARREN_BIN && -x $WARREN_BIN ]] || die "WARREN_BIN is not an executable"
+  PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$WORK/data"
+  read -r -a EXTRA_ARGS <<<"${WARREN_ARGS:-}"
+  say "starting $WARREN_BIN --port $PORT --data-dir $WORK/data ${EXTRA_ARGS[*]}"
+  "$WARREN_BIN" --port "$PORT" --data-dir "$WORK/data" "${EXTRA_ARGS[@]}" >"$WARREN_LOG" 2>&1 &
+  WARREN_PID=$!
+  for i in $(seq 100); do
+    kill -0 "$WARREN_PID" 2>/dev/null || die "warren exited during startup"
+    port_open 127.0.0.1 "$PORT" && break
+    [[ $i -eq 100 ]] && die "warren did not accept connections on port $PORT within 10 s"
+    sleep 0.1
+  done
+  AMQP_URL="amqp://guest:guest@127.0.0.1:$PORT/"
+else
+  AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}
+  read -r HOST PORT < <("$PY" -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(p.hostname or "127.0.0.1", p.port or 5672)' "$AMQP_URL")
+  port_open "$HOST" "$PORT" || die "no broker accepting connections at $HOST:$PORT (AMQP_URL=$AMQP_URL); set AMQP_URL or WARREN_BIN"
+fi
+export AMQP_URL
+say "broker: $AMQP_URL"
+
+# ---------------------------------------------------------------- suites
+declare -A PASSED FAILED RC
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+
+run_python() {
+  say "python (pika) tests"
+  set +e
+  (cd "$HERE/python" && timeout -k 10 "$SUITE_TIMEOUT" "$HERE/.venv/bin/python" -m pytest -v \
+     -p no:cacheprovider --junitxml="$WORK/python.xml" .)
+  RC[python]=$?
+  set -e
+  read -r PASSED[python] FAILED[python] < <("$PY" - "$WORK/python.xml" <<'EOF'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception:
+    print(0, 0); sys.exit()
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+t = sum(int(s.get("tests", 0)) for s in suites)
+f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+k = sum(int(s.get("skipped", 0)) for s in suites)
+print(t - f - k, f)
+EOF
+  )
+}
+
+run_node() {
+  say "node (amqplib) tests"
+  set +e
+  (cd "$HERE/node" && timeout -k 10 "$SUITE_TIMEOUT" node --test \
+     --test-reporter=spec --test-reporter-destination=stdout \
+     --test-reporter=tap --test-reporter-destination="$WORK/node.tap" \
+     tests/*.test.js)
+  RC[node]=$?
+  set -e
+  local pass fail cancelled
+  pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$WORK/node.tap" 2>/dev/null | tail -n1)
+  fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$WORK/node.tap" 2>/dev/null | tail -n1)
+  cancelled=$(sed -n 's/^# cancelled \([0-9]*\)$/\1/p' "$WORK/node.tap" 2>/dev/null | tail -n1)
+  PASSED[node]=${pass:-0}
+  FAILED[node]=$(( ${fail:-0} + ${cancelled:-0} ))
+}
+
+for s in "${SUITES[@]}"; do
+  "run_$s"
+  # a runner that crashed or timed out without reporting failures still fails
+  if [[ ${RC[$s]} -ne 0 && ${FAILED[$s]} -eq 0 ]]; then FAILED[$s]=1; fi
+  if [[ ${RC[$s]} -eq 0 && ${PASSED[$s]} -eq 0 ]]; then FAILED[$s]=1; fi
+  TOTAL_PASSED=$(( TOTAL_PASSED + PASSED[$s] ))
+  TOTAL_FAILED=$(( TOTAL_FAILED + FAILED[$s] ))
+done
+
+echo
+say "summary (broker $AMQP_URL)"
+for s in "${SUITES[@]}"; do
+  status=OK
+  [[ ${FAILED[$s]} -eq 0 ]] || status=FAILED
+  [[ ${RC[$s]} -eq 124 || ${RC[$s]} -eq 137 ]] && status="FAILED (suite timed out)"
+  printf '  %-7s %3d passed, %3d failed   %s\n' "$s" "${PASSED[$s]}" "${FAILED[$s]}" "$status"
+done
+echo "interop: $TOTAL_PASSED passed, $TOTAL_FAILED failed"
+[[ $TOTAL_FAILED -eq 0 ]]
