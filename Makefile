@@ -4,6 +4,7 @@
 #   make bench   load scenarios against Warren, and RabbitMQ when OTHER_URI is given
 
 CARGO ?= cargo
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 .PHONY: run test test-rust test-interop bench lint
 
@@ -17,10 +18,10 @@ test-rust:
 
 test-interop:
 	$(CARGO) build --bin warren
-	WARREN_BIN=$(CURDIR)/target/debug/warren interop-tests/run.sh
+	WARREN_BIN=$(TARGET_DIR)/debug/warren interop-tests/run.sh
 
 bench:
-	perf/run-bench.sh
+	perf/bench.sh $(BENCH_ARGS)
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
