@@ -15,7 +15,8 @@
 #   --other-name NAME   its name in the table (default: other)
 #   --no-warren         only run against --other (e.g. to record a reference)
 #   --scenarios LIST    comma separated scenario numbers (default 1,2,3,4,5,6,7,8)
-#   --bin PATH          warren-perf binary (default: target/release/warren-perf, built if missing)
+#   --bin PATH          warren-perf binary (default: $WARREN_PERF, else
+#                       ${CARGO_TARGET_DIR:-target}/release/warren-perf, built if missing)
 #   --out DIR           where each run's full output goes (default: a new /tmp/warren-bench.* dir)
 #
 # Brokers are run alternately: each scenario runs on one broker then the other (the first one
@@ -88,8 +89,9 @@ BACKLOG_CONFIRM=${BENCH_BACKLOG_CONFIRM:-1000}
 PAUSE=${BENCH_PAUSE:-2}
 read -r -a EXTRA <<< "${BENCH_EXTRA:-}"
 
+[[ -z $bin ]] && bin=${WARREN_PERF:-}
 if [[ -z $bin ]]; then
-  bin="$root/target/release/warren-perf"
+  bin="${CARGO_TARGET_DIR:-$root/target}/release/warren-perf"
   if [[ ! -x $bin ]]; then
     echo "bench.sh: building warren-perf ..." >&2
     (cd "$root" && cargo build -q -p warren-perf --release) >&2

@@ -79,7 +79,11 @@ pub enum KeyOrder {
 )]
 pub struct Cli {
     /// AMQP URI of the broker (vhost "/" is written %2f).
-    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", help_heading = "Connection")]
+    #[arg(
+        long,
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        help_heading = "Connection"
+    )]
     pub uri: String,
 
     /// Number of producers (each on its own channel).
@@ -91,7 +95,12 @@ pub struct Cli {
     pub consumers: u32,
 
     /// Give up on a connection (TCP connect + AMQP handshake) after this many seconds.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", help_heading = "Connection")]
+    #[arg(
+        long,
+        default_value_t = 30.0,
+        value_name = "SECONDS",
+        help_heading = "Connection"
+    )]
     pub connect_timeout: f64,
 
     /// Spread producers and consumers over exactly this many connections (round-robin).
@@ -127,7 +136,12 @@ pub struct Cli {
 
     /// Queue name (a single queue). Default: "warren-perf" (or the pattern "warren-perf-%d"
     /// when --queues > 1).
-    #[arg(short = 'u', long, conflicts_with = "queue_pattern", help_heading = "Topology")]
+    #[arg(
+        short = 'u',
+        long,
+        conflicts_with = "queue_pattern",
+        help_heading = "Topology"
+    )]
     pub queue: Option<String>,
 
     /// Queue name pattern; "%d" is replaced by 1..=--queues. Producer i publishes to
@@ -149,7 +163,12 @@ pub struct Cli {
 
     /// Extra queue.declare arguments, KEY=VALUE (integers are sent as numbers),
     /// e.g. x-queue-type=quorum,x-max-length=100000.
-    #[arg(long, value_delimiter = ',', value_name = "KEY=VALUE", help_heading = "Topology")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "KEY=VALUE",
+        help_heading = "Topology"
+    )]
     pub queue_args: Vec<String>,
 
     /// Exchange to publish to. Default: the default exchange "" (routing key = queue name).
@@ -157,7 +176,13 @@ pub struct Cli {
     pub exchange: Option<String>,
 
     /// Type of --exchange. Default: direct.
-    #[arg(short = 't', long, value_enum, requires = "exchange", help_heading = "Topology")]
+    #[arg(
+        short = 't',
+        long,
+        value_enum,
+        requires = "exchange",
+        help_heading = "Topology"
+    )]
     pub exchange_type: Option<ExchangeType>,
 
     /// Routing key for every message (default: the producer's queue name). Without
@@ -167,7 +192,12 @@ pub struct Cli {
 
     /// Several routing keys (comma separated), chosen per message (see --routing-key-order).
     /// Without --bindings, every queue is bound with every key.
-    #[arg(long, value_delimiter = ',', conflicts_with = "routing_key_pattern", help_heading = "Topology")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "routing_key_pattern",
+        help_heading = "Topology"
+    )]
     pub routing_keys: Vec<String>,
 
     /// Routing key pattern; "%d" is replaced by 0..--routing-key-count to make the key set.
@@ -183,7 +213,12 @@ pub struct Cli {
     pub routing_key_order: KeyOrder,
 
     /// Bind each queue this many times, with keys from --binding-pattern.
-    #[arg(long, default_value_t = 0, requires = "binding_pattern", help_heading = "Topology")]
+    #[arg(
+        long,
+        default_value_t = 0,
+        requires = "binding_pattern",
+        help_heading = "Topology"
+    )]
     pub bindings: u32,
 
     /// Binding key pattern: "%d" = binding number (0..--bindings), "%q" = queue number
@@ -200,7 +235,12 @@ pub struct Cli {
     pub auto_ack: bool,
 
     /// Manual-ack consumers: basic.qos prefetch count (0 = unlimited). Default: 0.
-    #[arg(short = 'q', long, conflicts_with = "auto_ack", help_heading = "Consumers")]
+    #[arg(
+        short = 'q',
+        long,
+        conflicts_with = "auto_ack",
+        help_heading = "Consumers"
+    )]
     pub prefetch: Option<u16>,
 
     /// Manual-ack consumers: ack with multiple=true once every N messages
@@ -222,7 +262,12 @@ pub struct Cli {
 
     /// When producers are done (or there are none), stop after this many seconds
     /// without any delivery; also the longest wait for outstanding confirms.
-    #[arg(long, default_value_t = 2.0, value_name = "SECONDS", help_heading = "Duration")]
+    #[arg(
+        long,
+        default_value_t = 2.0,
+        value_name = "SECONDS",
+        help_heading = "Duration"
+    )]
     pub drain_timeout: f64,
 
     /// Print a final JSON line with the results (stable keys).
@@ -271,7 +316,9 @@ pub fn usage_error(msg: impl std::fmt::Display) -> ! {
 }
 
 fn expand(pattern: &str, d: u64, q: u64) -> String {
-    pattern.replace("%d", &d.to_string()).replace("%q", &q.to_string())
+    pattern
+        .replace("%d", &d.to_string())
+        .replace("%q", &q.to_string())
 }
 
 fn parse_queue_arg(kv: &str) -> Result<(ShortString, AMQPValue), String> {
@@ -302,7 +349,9 @@ impl Cli {
 
     fn check(self) -> Result<Config, String> {
         if self.producers == 0 && self.consumers == 0 && self.idle_connections == 0 {
-            return Err("nothing to do: --producers, --consumers and --idle-connections are all 0".into());
+            return Err(
+                "nothing to do: --producers, --consumers and --idle-connections are all 0".into(),
+            );
         }
         if !(self.rate.is_finite() && self.rate >= 0.0) {
             return Err(format!("--rate must be a number >= 0, got {}", self.rate));
@@ -336,7 +385,9 @@ impl Cli {
         if self.consumers == 0
             && (self.auto_ack || self.prefetch.is_some() || self.multi_ack_every.is_some())
         {
-            return Err("--auto-ack/--prefetch/--multi-ack-every need at least one consumer".into());
+            return Err(
+                "--auto-ack/--prefetch/--multi-ack-every need at least one consumer".into(),
+            );
         }
         if let (Some(n), Some(p)) = (self.multi_ack_every, self.prefetch) {
             if p > 0 && n > u32::from(p) {
@@ -364,7 +415,9 @@ impl Cli {
                 if !p.contains("%d") {
                     return Err(format!("--queue-pattern {p:?} must contain %d"));
                 }
-                (1..=u64::from(self.queues)).map(|i| expand(p, i, i)).collect()
+                (1..=u64::from(self.queues))
+                    .map(|i| expand(p, i, i))
+                    .collect()
             }
             (None, None) if self.queues > 1 => (1..=u64::from(self.queues))
                 .map(|i| format!("warren-perf-{i}"))
@@ -380,7 +433,9 @@ impl Cli {
         // Exchange.
         let exchange = self.exchange.clone().unwrap_or_default();
         if exchange.is_empty() && self.exchange_type.is_some() {
-            return Err("--exchange-type needs a named --exchange (the default exchange is direct)".into());
+            return Err(
+                "--exchange-type needs a named --exchange (the default exchange is direct)".into(),
+            );
         }
         let exchange_type = self.exchange_type.unwrap_or(ExchangeType::Direct);
 
@@ -409,10 +464,14 @@ impl Cli {
                 return Err("--bindings needs a named --exchange (queues cannot be bound to the default exchange)".into());
             }
             if exchange_type == ExchangeType::Fanout {
-                return Err("--bindings makes no sense with a fanout exchange (the key is ignored)".into());
+                return Err(
+                    "--bindings makes no sense with a fanout exchange (the key is ignored)".into(),
+                );
             }
             if self.predeclared {
-                return Err("--bindings conflicts with --predeclared (bindings are declarations)".into());
+                return Err(
+                    "--bindings conflicts with --predeclared (bindings are declarations)".into(),
+                );
             }
         }
         let bindings: Vec<Vec<String>> = if exchange.is_empty() || self.predeclared {
@@ -446,18 +505,18 @@ impl Cli {
         // How many deliveries one publish produces, when it is knowable; otherwise the
         // run ends on --drain-timeout of silence.
         let every_queue_consumed = self.consumers as usize >= queues.len();
-        let fanout_factor = if !every_queue_consumed || !routing_keys.is_empty() || self.bindings > 0
-        {
-            None
-        } else if exchange.is_empty() {
-            Some(1)
-        } else if self.predeclared {
-            None
-        } else if exchange_type == ExchangeType::Fanout {
-            Some(queues.len() as u64)
-        } else {
-            Some(1)
-        };
+        let fanout_factor =
+            if !every_queue_consumed || !routing_keys.is_empty() || self.bindings > 0 {
+                None
+            } else if exchange.is_empty() {
+                Some(1)
+            } else if self.predeclared {
+                None
+            } else if exchange_type == ExchangeType::Fanout {
+                Some(queues.len() as u64)
+            } else {
+                Some(1)
+            };
 
         Ok(Config {
             queues,

@@ -105,7 +105,10 @@ async fn open_connections(
 
 fn headers_for(key: &str) -> FieldTable {
     let mut t = FieldTable::default();
-    t.insert(ShortString::from("rk"), AMQPValue::LongString(LongString::from(key)));
+    t.insert(
+        ShortString::from("rk"),
+        AMQPValue::LongString(LongString::from(key)),
+    );
     t
 }
 
@@ -144,7 +147,10 @@ async fn declare_topology(cfg: &Config, ch: &Channel) -> Result<(), AnyError> {
         for key in keys {
             let (rk, args) = if cfg.exchange_type == ExchangeType::Headers {
                 let mut args = headers_for(key);
-                args.insert(ShortString::from("x-match"), AMQPValue::LongString(LongString::from("all")));
+                args.insert(
+                    ShortString::from("x-match"),
+                    AMQPValue::LongString(LongString::from("all")),
+                );
                 (ShortString::from(""), args)
             } else {
                 (ShortString::from(key.as_str()), FieldTable::default())
@@ -157,12 +163,20 @@ async fn declare_topology(cfg: &Config, ch: &Channel) -> Result<(), AnyError> {
                 args,
             )
             .await
-            .map_err(|e| format!("binding queue {q:?} to {:?} with {key:?}: {e}", cfg.exchange))?;
+            .map_err(|e| {
+                format!(
+                    "binding queue {q:?} to {:?} with {key:?}: {e}",
+                    cfg.exchange
+                )
+            })?;
             n += 1;
         }
     }
     if n > 0 {
-        eprintln!("warren-perf: declared {} queue(s) with {n} binding(s)", cfg.queues.len());
+        eprintln!(
+            "warren-perf: declared {} queue(s) with {n} binding(s)",
+            cfg.queues.len()
+        );
     }
     Ok(())
 }
@@ -313,11 +327,12 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
         let keys = keys
             .iter()
             .map(|k| {
-                let props = if cfg.exchange_type == ExchangeType::Headers && !cfg.exchange.is_empty() {
-                    base_props.clone().with_headers(headers_for(k))
-                } else {
-                    base_props.clone()
-                };
+                let props =
+                    if cfg.exchange_type == ExchangeType::Headers && !cfg.exchange.is_empty() {
+                        base_props.clone().with_headers(headers_for(k))
+                    } else {
+                        base_props.clone()
+                    };
                 (ShortString::from(k.as_str()), props)
             })
             .collect();
@@ -355,11 +370,21 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
     let start = tokio::time::Instant::now();
     let mut handles = Vec::new();
     for (j, spec) in consumer_specs.into_iter().enumerate() {
-        handles.push(spawn_worker(format!("consumer {j}"), worker::run_consumer(spec), errors.clone(), fail.clone()));
+        handles.push(spawn_worker(
+            format!("consumer {j}"),
+            worker::run_consumer(spec),
+            errors.clone(),
+            fail.clone(),
+        ));
     }
     let mut producer_handles = Vec::new();
     for (i, spec) in producer_specs.into_iter().enumerate() {
-        producer_handles.push(spawn_worker(format!("producer {i}"), worker::run_producer(spec), errors.clone(), fail.clone()));
+        producer_handles.push(spawn_worker(
+            format!("producer {i}"),
+            worker::run_producer(spec),
+            errors.clone(),
+            fail.clone(),
+        ));
     }
 
     let confirms = cli.confirm.is_some();
@@ -381,7 +406,8 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
         tick.tick().await;
         ticks += 1;
         let now = tokio::time::Instant::now();
-        if ticks % 5 == 0 {
+        if ticks >= 5 {
+            ticks = 0;
             if let Some(m) = mem(()) {
                 peak_rss = Some(peak_rss.unwrap_or(0).max(m.rss_kb));
             }
@@ -399,7 +425,13 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
                 };
                 println!(
                     "{}",
-                    stats::interval_line((now - start).as_secs_f64(), dt, d, &interval_hist, confirms)
+                    stats::interval_line(
+                        (now - start).as_secs_f64(),
+                        dt,
+                        d,
+                        &interval_hist,
+                        confirms
+                    )
                 );
             }
             let _ = total_hist.add(&interval_hist);
@@ -472,11 +504,18 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
         peak_rss = Some(peak_rss.unwrap_or(0).max(m.rss_kb));
     }
     let secs = |end: u64| end.saturating_sub(start_ns) as f64 / 1e9;
-    let max_of = |v: &[Arc<Counters>], f: fn(&Counters) -> u64| v.iter().map(|c| f(c)).max().unwrap_or(0);
+    let max_of =
+        |v: &[Arc<Counters>], f: fn(&Counters) -> u64| v.iter().map(|c| f(c)).max().unwrap_or(0);
     let send_end = max_of(&reg.producers, |c| c.last_ns.load(Relaxed));
     let confirm_end = max_of(&reg.producers, |c| c.last_confirm_ns.load(Relaxed));
     let recv_end = max_of(&reg.consumers, |c| c.last_ns.load(Relaxed));
-    let rate = |n: u64, s: f64| if s > 0.0 { (n as f64 / s * 10.0).round() / 10.0 } else { 0.0 };
+    let rate = |n: u64, s: f64| {
+        if s > 0.0 {
+            (n as f64 / s * 10.0).round() / 10.0
+        } else {
+            0.0
+        }
+    };
     let n_idle = idle.len();
     let mut s = Summary {
         tool: "warren-perf",
@@ -519,7 +558,11 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
     };
     if n_idle > 0 {
         // With no producers/consumers, the end-of-run figure is the most settled one.
-        let after = if workers == 0 { mem_end.or(mem_idle) } else { mem_idle };
+        let after = if workers == 0 {
+            mem_end.or(mem_idle)
+        } else {
+            mem_idle
+        };
         if let (Some(a), Some(b)) = (mem_start, after) {
             s.broker_rss_idle_kb = Some(b.rss_kb);
             s.broker_rss_per_idle_connection_kb =
@@ -537,7 +580,11 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
     drop(idle_channels);
     for c in conns.into_iter().chain(idle) {
         closing.push(tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(3), c.close(200, ShortString::from("bye"))).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(3),
+                c.close(200, ShortString::from("bye")),
+            )
+            .await;
         }));
     }
     for h in closing {

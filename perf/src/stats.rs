@@ -114,12 +114,15 @@ fn fmt_us(ns: u64) -> String {
 }
 
 /// The per-second line.
-pub fn interval_line(elapsed_s: f64, dt: f64, d: Totals, lat: &Histogram<u64>, confirms: bool) -> String {
+pub fn interval_line(
+    elapsed_s: f64,
+    dt: f64,
+    d: Totals,
+    lat: &Histogram<u64>,
+    confirms: bool,
+) -> String {
     let rate = |n: u64| (n as f64 / dt).round() as u64;
-    let mut s = format!(
-        "time {elapsed_s:7.1}s | sent {:>8} msg/s",
-        rate(d.sent)
-    );
+    let mut s = format!("time {elapsed_s:7.1}s | sent {:>8} msg/s", rate(d.sent));
     if confirms {
         s.push_str(&format!(" | confirmed {:>8} msg/s", rate(d.confirmed)));
         if d.nacked > 0 {
@@ -263,7 +266,8 @@ impl Summary {
             _ => s.push_str("  latency: no messages received\n"),
         }
         if let Some(pid) = self.broker_pid {
-            let kb = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| format!("{} MiB", v / 1024));
+            let kb =
+                |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| format!("{} MiB", v / 1024));
             s.push_str(&format!(
                 "  broker pid {pid}: RSS start {}, end {}, peak sampled {}, VmHWM {}\n",
                 kb(self.broker_rss_start_kb),

@@ -17,8 +17,8 @@ use crate::cli::KeyOrder;
 use crate::stats::{now_ns, Counters, Latency};
 use futures_lite::StreamExt;
 use lapin::options::{BasicAckOptions, BasicPublishOptions};
-use lapin::{BasicProperties, Channel, Confirmation, Consumer};
 use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation, Consumer};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
@@ -74,7 +74,9 @@ type ConfirmFuture = Pin<Box<dyn Future<Output = lapin::Result<Confirmation>> + 
 pub async fn run_producer(mut p: ProducerSpec) -> lapin::Result<()> {
     let mut buf = vec![0u8; p.size];
     buf[8..12].copy_from_slice(&p.index.to_le_bytes());
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (u64::from(p.index) + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut rng = XorShift(
+        0x9E37_79B9_7F4A_7C15 ^ (u64::from(p.index) + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+    );
     let nkeys = p.keys.len() as u64;
     let opts = BasicPublishOptions::default();
     let start = Instant::now();
@@ -146,10 +148,15 @@ pub async fn run_producer(mut p: ProducerSpec) -> lapin::Result<()> {
             }
             let ts = now_ns();
             buf[..8].copy_from_slice(&ts.to_le_bytes());
-            let (ch, ex, rk, pr, body) = (channel.clone(), p.exchange.clone(), key.clone(), props.clone(), buf.clone());
-            let mut fut: ConfirmFuture = Box::pin(async move {
-                ch.basic_publish(ex, rk, opts, &body, pr).await?.await
-            });
+            let (ch, ex, rk, pr, body) = (
+                channel.clone(),
+                p.exchange.clone(),
+                key.clone(),
+                props.clone(),
+                buf.clone(),
+            );
+            let mut fut: ConfirmFuture =
+                Box::pin(async move { ch.basic_publish(ex, rk, opts, &body, pr).await?.await });
             // First poll: frames are queued and the confirm is registered, in order.
             if let Poll::Ready(res) = poll_once(fut.as_mut()).await {
                 // Only possible on error (or a broker that confirms instantly).
@@ -169,9 +176,17 @@ pub async fn run_producer(mut p: ProducerSpec) -> lapin::Result<()> {
             let ts = now_ns();
             buf[..8].copy_from_slice(&ts.to_le_bytes());
             if sent % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1 {
-                let (ch, ex, rk, pr, body) = (&p.channel, p.exchange.clone(), key.clone(), props.clone(), buf.clone());
+                let (ch, ex, rk, pr, body) = (
+                    &p.channel,
+                    p.exchange.clone(),
+                    key.clone(),
+                    props.clone(),
+                    buf.clone(),
+                );
                 let mut fut: Pin<Box<dyn Future<Output = lapin::Result<()>> + Send + '_>> =
-                    Box::pin(async move { ch.basic_publish(ex, rk, opts, &body, pr).await.map(drop) });
+                    Box::pin(
+                        async move { ch.basic_publish(ex, rk, opts, &body, pr).await.map(drop) },
+                    );
                 match poll_once(fut.as_mut()).await {
                     Poll::Ready(Err(e)) => {
                         result = Err(e);
