@@ -432,6 +432,24 @@ async fn frames_after_a_connection_close_are_ignored_until_close_ok() {
 }
 
 #[tokio::test]
+async fn crossing_connection_close_gets_close_ok() {
+    // The broker closed the connection; the client closes it too before reading that.
+    let broker = start().await;
+    within("raw", async {
+        let mut c = RawConn::handshake(broker.addr).await;
+        c.open_channel(1).await;
+        c.send(&raw::publish_frame(1, "", "q", 2)).await;
+        c.send(&raw::method_frame(0, 10, 50, Args::new().short(200).sstr("bye").short(0).short(0))).await;
+        let f = c.next_frame().await;
+        assert_eq!(f.close().map(|c| c.code), Some(540), "{}", f.describe());
+        c.expect_method(0, 10, 51).await;
+        c.expect_socket_closed().await;
+    })
+    .await;
+    assert_alive(&broker).await;
+}
+
+#[tokio::test]
 async fn garbage_before_the_header_completes_or_in_the_handshake() {
     let broker = start().await;
     // A method on channel 1 during the handshake.
@@ -450,6 +468,18 @@ async fn garbage_before_the_header_completes_or_in_the_handshake() {
         c.send(raw::PROTOCOL_HEADER).await;
         c.expect_method(0, 10, 10).await;
         c.send(&[0xFFu8; 64]).await;
+        let close = c.expect_connection_close().await;
+        assert_eq!(close.code, 501, "{close:?}");
+    })
+    .await;
+    // The header of a 10 MB frame instead of start-ok.
+    within("handshake", async {
+        let mut c = RawConn::connect(broker.addr).await;
+        c.send(raw::PROTOCOL_HEADER).await;
+        c.expect_method(0, 10, 10).await;
+        let mut header = vec![1u8, 0, 0];
+        header.extend_from_slice(&(10u32 * 1024 * 1024).to_be_bytes());
+        c.send(&header).await;
         let close = c.expect_connection_close().await;
         assert_eq!(close.code, 501, "{close:?}");
     })
