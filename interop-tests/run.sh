@@ -33,9 +33,9 @@ WARREN_LOG="$WORK/warren.log"
 cleanup() {
   local rc=$?
   if [[ -n $WARREN_PID ]] && kill -0 "$WARREN_PID" 2>/dev/null; then
-    kill -TERM "$WARREN_PID" 2>/dev/null || true
+    kill -TERM -- "-$WARREN_PID" 2>/dev/null || kill -TERM "$WARREN_PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$WARREN_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$WARREN_PID" 2>/dev/null || true
+    kill -KILL -- "-$WARREN_PID" 2>/dev/null || kill -KILL "$WARREN_PID" 2>/dev/null || true
     wait "$WARREN_PID" 2>/dev/null || true
   fi
   if [[ -n $WARREN_PID && $rc -ne 0 && -s $WARREN_LOG ]]; then
@@ -114,8 +114,15 @@ if [[ -n ${WARREN_BIN:-} ]]; then
   PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   mkdir -p "$WORK/data"
   read -r -a EXTRA_ARGS <<<"${WARREN_ARGS:-}"
+  EXTRA_ARGS=(--bind 127.0.0.1 "${EXTRA_ARGS[@]}")
+  # no fixed metrics port that a second broker on this machine could hold
+  if "$WARREN_BIN" --help 2>/dev/null | grep -q -- '--metrics-port'; then
+    EXTRA_ARGS=(--metrics-port 0 "${EXTRA_ARGS[@]}")
+  fi
   say "starting $WARREN_BIN --port $PORT --data-dir $WORK/data ${EXTRA_ARGS[*]}"
-  "$WARREN_BIN" --port "$PORT" --data-dir "$WORK/data" "${EXTRA_ARGS[@]}" >"$WARREN_LOG" 2>&1 &
+  # own process group (setsid execs in place here), so a wrapper script and
+  # its children are stopped together
+  setsid "$WARREN_BIN" --port "$PORT" --data-dir "$WORK/data" "${EXTRA_ARGS[@]}" >"$WARREN_LOG" 2>&1 &
   WARREN_PID=$!
   for i in $(seq 100); do
     kill -0 "$WARREN_PID" 2>/dev/null || die "warren exited during startup"

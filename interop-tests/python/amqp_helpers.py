@@ -35,13 +35,64 @@ def params():
     return p
 
 
+# Connections opened by the test thread itself; conftest.py closes any that a
+# failing test left open. (Consumer threads close their own connections.)
+MAIN_CONNECTIONS = []
+
+
 def connect():
-    return pika.BlockingConnection(params())
+    conn = pika.BlockingConnection(params())
+    if threading.current_thread() is threading.main_thread():
+        MAIN_CONNECTIONS.append(conn)
+    return conn
 
 
-def unique(name):
-    """Name unique per test run, so reruns and parallel runs do not interfere."""
-    return f"interop-py-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def close_main_connections():
+    while MAIN_CONNECTIONS:
+        conn = MAIN_CONNECTIONS.pop()
+        try:
+            if conn.is_open:
+                conn.close()
+        except Exception:
+            pass
+
+
+# Queues / exchanges created by the current test; conftest.py deletes them
+# after each test (also when it failed half way).
+CREATED = []
+
+
+def unique(name, kind="queue"):
+    """Name unique per test run, so reruns and parallel runs do not interfere.
+    The queue/exchange is deleted after the test."""
+    full = f"interop-py-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    CREATED.append((kind, full))
+    return full
+
+
+def delete_created():
+    if not CREATED:
+        return
+    items = list(CREATED)
+    CREATED.clear()
+    try:
+        conn = connect()
+    except Exception:
+        return
+    try:
+        for kind, name in items:
+            try:
+                ch = conn.channel()
+                if kind == "queue":
+                    ch.queue_delete(queue=name)
+                else:
+                    ch.exchange_delete(exchange=name)
+                ch.close()
+            except Exception:
+                pass
+    finally:
+        if conn.is_open:
+            conn.close()
 
 
 def wait_until(predicate, timeout=WAIT, interval=0.02):
@@ -160,13 +211,40 @@ def queue_message_count(channel, queue):
     return channel.queue_declare(queue=queue, passive=True).method.message_count
 
 
-def spawn_python(code, *args):
-    """Run a helper Python process (same interpreter, same AMQP_URL)."""
-    env = dict(os.environ, AMQP_URL=AMQP_URL,
-               PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
-    return subprocess.Popen([sys.executable, "-c", code, *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+class Child:
+    """A helper Python process (same interpreter, same AMQP_URL) whose stdout
+    lines can be read with a timeout."""
+
+    def __init__(self, code, *args):
+        import queue
+        env = dict(os.environ, AMQP_URL=AMQP_URL,
+                   PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
+        self.proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        self.lines = queue.Queue()
+        self.output = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.output.append(line)
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def readline(self, timeout=WAIT):
+        import queue
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"child printed nothing for {timeout}s; output: {self.output}")
+        assert line is not None, f"child exited early; output: {''.join(self.output)}"
+        return line
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
 
 
 def queue_state(conn, queue):
@@ -195,7 +273,7 @@ def check_routing(exchange_type, name, bindings, published, expected):
     routing key in `published` and assert that each subscriber received
     exactly the messages of `expected[name]` (routing keys), in order, once."""
     import time
-    exchange = unique(name)
+    exchange = unique(name, kind="exchange")
     conn = connect()
     ch = conn.channel()
     ch.exchange_declare(exchange=exchange, exchange_type=exchange_type)
@@ -240,5 +318,4 @@ def check_routing(exchange_type, name, bindings, published, expected):
                 assert m.body.decode().startswith(m.routing_key + " #")
     finally:
         stop_all(*subs.values())
-        ch.exchange_delete(exchange=exchange)
         conn.close()

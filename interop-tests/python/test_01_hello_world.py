@@ -33,7 +33,6 @@ def test_hello_world_consumer_first():
         assert queue_message_count(ch, queue) == 0
     finally:
         receiver.stop()
-        ch.queue_delete(queue=queue)
         conn.close()
 
 
@@ -57,5 +56,4 @@ def test_hello_world_sender_first():
     finally:
         if receiver is not None:
             receiver.stop()
-        ch.queue_delete(queue=queue)
         conn.close()

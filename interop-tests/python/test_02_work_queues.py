@@ -5,8 +5,8 @@ import time
 
 import pika
 
-from amqp_helpers import (GRACE, WAIT, Consumer, connect, queue_message_count,
-                          spawn_python, stop_all, unique, wait_until)
+from amqp_helpers import (GRACE, Child, Consumer, connect, queue_message_count, stop_all,
+                          unique, wait_until)
 
 
 def task_queue(queue):
@@ -60,7 +60,6 @@ def test_work_queue_spreads_tasks_over_two_workers():
         assert queue_message_count(ch, queue) == 0
     finally:
         stop_all(*workers)
-        ch.queue_delete(queue=queue)
         conn.close()
 
 
@@ -93,7 +92,6 @@ def test_fair_dispatch_with_prefetch_one():
         assert len(got[idle]) >= len(lights) - 1
     finally:
         stop_all(*workers)
-        ch.queue_delete(queue=queue)
         conn.close()
 
 
@@ -116,17 +114,15 @@ def test_unacked_task_redelivered_when_worker_dies():
     conn = connect()
     ch = conn.channel()
     ch.queue_declare(queue=queue, durable=True)
-    proc = spawn_python(DYING_WORKER, queue)
+    child = Child(DYING_WORKER, queue)
     worker = None
     try:
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        assert child.readline() == "ready"
         publish_tasks(ch, queue, [b"task A", b"task B"])
-        line = proc.stdout.readline().strip()
-        assert line == "got task A", line
+        assert child.readline() == "got task A"
         # prefetch 1 and no ack: task B must still be ready in the queue
         assert wait_until(lambda: queue_message_count(ch, queue) == 1, 5)
-        proc.kill()                 # the worker dies without acking
-        proc.wait(WAIT)
+        child.kill()                 # the worker dies without acking
 
         worker = Consumer("worker2", task_queue(queue), auto_ack=False,
                           prefetch=1).start_and_wait()
@@ -136,12 +132,7 @@ def test_unacked_task_redelivered_when_worker_dies():
         assert sorted(worker.bodies()) == [b"task A", b"task B"]
         assert got == {b"task A": True, b"task B": False}
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        child.kill()
         if worker is not None:
             worker.stop()
-        ch.queue_delete(queue=queue)
         conn.close()

@@ -19,7 +19,7 @@ def subscriber(exchange):
 
 
 def test_fanout_delivers_every_message_to_every_subscriber():
-    exchange = unique("logs")
+    exchange = unique("logs", kind="exchange")
     conn = connect()
     ch = conn.channel()
     ch.exchange_declare(exchange=exchange, exchange_type="fanout")
@@ -56,16 +56,14 @@ def test_fanout_delivers_every_message_to_every_subscriber():
         assert subs[2].bodies() == logs
     finally:
         stop_all(*subs)
-        ch.exchange_delete(exchange=exchange)
         conn.close()
 
 
 def test_exclusive_queue_deleted_when_subscriber_disconnects():
-    exchange = unique("logs")
+    exchange = unique("logs", kind="exchange")
     sub = Consumer("receive_logs", subscriber(exchange)).start_and_wait()
     queue = sub.queue
     conn = connect()
-    ch = conn.channel()
     try:
         # exclusive: other connections may not even passively declare it
         assert queue_state(conn, queue) == "locked"
@@ -73,5 +71,5 @@ def test_exclusive_queue_deleted_when_subscriber_disconnects():
         assert wait_until(lambda: queue_state(conn, queue) == "missing", 5), \
             f"exclusive queue {queue} survived its connection"
     finally:
-        ch.exchange_delete(exchange=exchange)
+        sub.stop()
         conn.close()

@@ -120,9 +120,6 @@ def test_rpc_fibonacci_sequential_calls():
     finally:
         client.close()
         server.stop()
-        conn = connect()
-        conn.channel().queue_delete(queue=rpc_queue)
-        conn.close()
 
 
 def test_rpc_concurrent_clients_get_their_own_answers():
@@ -152,9 +149,6 @@ def test_rpc_concurrent_clients_get_their_own_answers():
         for c in clients:
             c.close()
         server.stop()
-        conn = connect()
-        conn.channel().queue_delete(queue=rpc_queue)
-        conn.close()
 
 
 def test_rpc_callback_queue_is_exclusive():

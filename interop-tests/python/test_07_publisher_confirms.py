@@ -32,7 +32,6 @@ def drain(queue, expected_count):
         assert queue_message_count(ch, queue) == 0
         return bodies
     finally:
-        ch.queue_delete(queue=queue)
         conn.close()
 
 
@@ -55,7 +54,7 @@ def test_publish_messages_individually():
 
 
 def test_unroutable_mandatory_publish_is_returned_then_confirmed():
-    exchange = unique("confirms_unroutable")
+    exchange = unique("confirms_unroutable", kind="exchange")
     conn = connect()
     ch = conn.channel()
     try:
@@ -69,7 +68,6 @@ def test_unroutable_mandatory_publish_is_returned_then_confirmed():
             assert [m.body for m in e.messages] == [b"x"]
         # without mandatory an unroutable message is simply acked
         ch.basic_publish(exchange=exchange, routing_key="nobody", body=b"y")
-        ch.exchange_delete(exchange=exchange)
     finally:
         conn.close()
 
