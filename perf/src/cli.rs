@@ -157,7 +157,8 @@ pub struct Cli {
     #[arg(long, help_heading = "Topology")]
     pub durable: bool,
 
-    /// Declare queues auto-delete (deleted when their last consumer goes away).
+    /// Declare queues auto-delete (deleted when their last consumer goes away), and the
+    /// exchange too (deleted when its last binding goes).
     #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL", help_heading = "Topology")]
     pub auto_delete: bool,
 

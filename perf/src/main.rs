@@ -122,6 +122,7 @@ async fn declare_topology(cfg: &Config, ch: &Channel) -> Result<(), AnyError> {
             ExchangeDeclareOptions {
                 passive,
                 durable: cli.durable,
+                auto_delete: cli.auto_delete,
                 ..Default::default()
             },
             FieldTable::default(),
@@ -486,6 +487,7 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
         }
     }
     let stop_ns = now_ns();
+    let stopped_early = matches!(stop_reason, "time limit" | "interrupted" | "error");
     stop_producers.store(true, Relaxed);
     let _ = stop_tx.send(true);
     for h in producer_handles {
@@ -506,9 +508,30 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
     let secs = |end: u64| end.saturating_sub(start_ns) as f64 / 1e9;
     let max_of =
         |v: &[Arc<Counters>], f: fn(&Counters) -> u64| v.iter().map(|c| f(c)).max().unwrap_or(0);
-    let send_end = max_of(&reg.producers, |c| c.last_ns.load(Relaxed));
-    let confirm_end = max_of(&reg.producers, |c| c.last_confirm_ns.load(Relaxed));
-    let recv_end = max_of(&reg.consumers, |c| c.last_ns.load(Relaxed));
+    // A producer that finished on its own (--pmessages) is timed to its last publish; one
+    // that was stopped ran until the stop. Consumers are timed to their last delivery when
+    // the run ended because everything was received (not the idle wait), else to the stop.
+    let send_end = reg
+        .producers
+        .iter()
+        .map(|c| {
+            let done = c.done_ns.load(Relaxed);
+            if done != 0 && done <= stop_ns {
+                c.last_ns.load(Relaxed)
+            } else {
+                stop_ns
+            }
+        })
+        .max()
+        .unwrap_or(0);
+    let confirm_end = max_of(&reg.producers, |c| c.last_confirm_ns.load(Relaxed)).max(
+        if stopped_early { stop_ns.min(send_end) } else { 0 },
+    );
+    let recv_end = if stopped_early && consumers > 0 {
+        stop_ns
+    } else {
+        max_of(&reg.consumers, |c| c.last_ns.load(Relaxed))
+    };
     let rate = |n: u64, s: f64| {
         if s > 0.0 {
             (n as f64 / s * 10.0).round() / 10.0

@@ -69,6 +69,16 @@ impl XorShift {
     }
 }
 
+/// Count one broker confirm; called from the producer and its reaper (hence fetch_add).
+fn count_confirm(counters: &Counters, conf: &Confirmation) {
+    if matches!(conf, Confirmation::Nack(_)) {
+        counters.nacked.fetch_add(1, Relaxed);
+    } else {
+        counters.confirmed.fetch_add(1, Relaxed);
+    }
+    counters.last_confirm_ns.store(now_ns(), Relaxed);
+}
+
 type ConfirmFuture = Pin<Box<dyn Future<Output = lapin::Result<Confirmation>> + Send>>;
 
 pub async fn run_producer(mut p: ProducerSpec) -> lapin::Result<()> {
@@ -93,21 +103,10 @@ pub async fn run_producer(mut p: ProducerSpec) -> lapin::Result<()> {
         let counters = p.counters.clone();
         let sem2 = sem.clone();
         reaper = Some(tokio::spawn(async move {
-            let (mut confirmed, mut nacked) = (0u64, 0u64);
             while let Some(fut) = rx.recv().await {
                 let res = fut.await;
                 sem2.add_permits(1);
-                match res? {
-                    Confirmation::Nack(_) => {
-                        nacked += 1;
-                        counters.nacked.store(nacked, Relaxed);
-                    }
-                    _ => {
-                        confirmed += 1;
-                        counters.confirmed.store(confirmed, Relaxed);
-                    }
-                }
-                counters.last_confirm_ns.store(now_ns(), Relaxed);
+                count_confirm(&counters, &res?);
             }
             lapin::Result::Ok(())
         }));
@@ -159,10 +158,17 @@ pub async fn run_producer(mut p: ProducerSpec) -> lapin::Result<()> {
                 Box::pin(async move { ch.basic_publish(ex, rk, opts, &body, pr).await?.await });
             // First poll: frames are queued and the confirm is registered, in order.
             if let Poll::Ready(res) = poll_once(fut.as_mut()).await {
-                // Only possible on error (or a broker that confirms instantly).
-                if let Err(e) = res {
-                    result = Err(e);
-                    break;
+                // An error, or the confirm already arrived (this task was descheduled
+                // between queueing the frames and polling the promises).
+                match res {
+                    Ok(conf) => {
+                        sem.add_permits(1);
+                        count_confirm(&p.counters, &conf);
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
             } else if let Some(tx) = &to_reaper {
                 if tx.send(fut).is_err() {
