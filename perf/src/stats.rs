@@ -6,12 +6,22 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-static ORIGIN: OnceLock<Instant> = OnceLock::new();
+/// (monotonic origin, wall-clock nanoseconds since the Unix epoch at that origin)
+static ORIGIN: OnceLock<(Instant, u64)> = OnceLock::new();
 
-/// Nanoseconds since the process-wide monotonic origin (shared by producers and consumers).
+/// Current time in nanoseconds since the Unix epoch, advanced by the monotonic clock from
+/// one wall-clock reading at start: monotonic within the process (clock steps don't affect
+/// it) and comparable across processes on the same host (e.g. filling a backlog with one
+/// run and draining it with another measures the time messages spent queued).
 #[inline]
 pub fn now_ns() -> u64 {
-    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    let (mono, epoch) = ORIGIN.get_or_init(|| {
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        (Instant::now(), epoch)
+    });
+    epoch + mono.elapsed().as_nanos() as u64
 }
 
 /// Highest latency tracked: one hour.
@@ -50,10 +60,15 @@ impl Latency {
         }
     }
 
+    /// Record a latency; values above one hour (a body that doesn't carry our timestamp)
+    /// are ignored.
     #[inline]
     pub fn record(&self, ns: u64) {
+        if ns > MAX_LATENCY_NS {
+            return;
+        }
         if let Ok(mut h) = self.interval.lock() {
-            h.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+            h.saturating_record(ns.max(1));
         }
     }
 }
