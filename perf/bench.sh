@@ -128,6 +128,17 @@ record() { # record SCENARIO_LABEL METRIC BETTER BROKER_INDEX VALUE
   res["$key|$4"]=$5
 }
 
+# cpu_rows LABEL BROKER_INDEX FILE: broker CPU per message, and a note when warren-perf
+# itself used a core or more (then the client, not the broker, may be the limit).
+cpu_rows() {
+  record "$1" "broker CPU us per msg (in+out)" lower "$2" "$(jget "$3" broker_cpu_us_per_msg)"
+  local t d
+  t=$(jget "$3" tool_cpu_s); d=$(jget "$3" duration_s)
+  if [[ -n $t && -n $d ]] && awk -v t="$t" -v d="$d" 'BEGIN{exit !(d > 0 && t / d >= 1.0)}'; then
+    notes+=("scenario ${1%%.*} on ${names[$2]}: warren-perf used $(awk -v t="$t" -v d="$d" 'BEGIN{printf "%.1f", t/d}') CPUs (broker $(jget "$3" broker_cpu_s) s CPU in ${d%.*} s): client-bound on this machine?")
+  fi
+}
+
 # perfrun BROKER_INDEX NAME ARGS...: run warren-perf, keep its output in $out, echo the file.
 perfrun() {
   local b=$1 name=$2; shift 2
@@ -142,6 +153,7 @@ perfrun() {
 }
 
 fmt_rate() { [[ -n $1 ]] && printf "%.0f" "$1" || echo ""; }
+us1() { [[ -n $1 ]] && printf "%.1f" "$1" || echo ""; }
 mib() { [[ -n $1 ]] && awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}' || echo ""; }
 
 scenario() { # scenario N BROKER_INDEX
@@ -150,32 +162,37 @@ scenario() { # scenario N BROKER_INDEX
     1) L="1. 1 pub -> 1 queue -> 1 cons, 16 B, auto-ack"
        f=$(perfrun "$b" s1 --time "$SECS" --size 16 --auto-ack --queue bench-s1)
        record "$L" "published msg/s" higher "$b" "$(fmt_rate "$(jget "$f" send_rate)")"
-       record "$L" "delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")" ;;
+       record "$L" "delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")"
+       cpu_rows "$L" "$b" "$f" ;;
     2) L="2. same, 1 KiB bodies"
        f=$(perfrun "$b" s2 --time "$SECS" --size 1024 --auto-ack --queue bench-s2)
        record "$L" "published msg/s" higher "$b" "$(fmt_rate "$(jget "$f" send_rate)")"
-       record "$L" "delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")" ;;
+       record "$L" "delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")"
+       cpu_rows "$L" "$b" "$f" ;;
     3) L="3. confirms (window 1000) + manual acks (prefetch 100), 16 B"
        f=$(perfrun "$b" s3 --time "$SECS" --size 16 --confirm 1000 --prefetch 100 --queue bench-s3)
        record "$L" "confirmed msg/s" higher "$b" "$(fmt_rate "$(jget "$f" confirm_rate)")"
-       record "$L" "delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")" ;;
+       record "$L" "delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")"
+       cpu_rows "$L" "$b" "$f" ;;
     4) L="4. 1 pub -> fanout -> 10 queues x 1 cons, 16 B"
        f=$(perfrun "$b" s4 --time "$SECS" --size 16 --auto-ack --exchange bench-fanout \
              --exchange-type fanout --queues 10 --queue-pattern 'bench-s4-%d' --consumers 10)
        record "$L" "published msg/s" higher "$b" "$(fmt_rate "$(jget "$f" send_rate)")"
-       record "$L" "delivered msg/s (all queues)" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")" ;;
+       record "$L" "delivered msg/s (all queues)" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")"
+       cpu_rows "$L" "$b" "$f" ;;
     5) L="5. topic, 1000 bindings (4 queues x 250), keys match 4"
        f=$(perfrun "$b" s5 --time "$SECS" --size 16 --auto-ack --exchange bench-topic \
              --exchange-type topic --queues 4 --queue-pattern 'bench-s5-%d' --consumers 4 \
              --bindings 250 --binding-pattern 'bench.%d.#' \
              --routing-key-pattern 'bench.%d.x.y' --routing-key-count 250)
        record "$L" "published msg/s" higher "$b" "$(fmt_rate "$(jget "$f" send_rate)")"
-       record "$L" "delivered msg/s (all queues)" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")" ;;
+       record "$L" "delivered msg/s (all queues)" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")"
+       cpu_rows "$L" "$b" "$f" ;;
     6) L="6. latency at $LAT_RATE msg/s, 1 KiB"
        f=$(perfrun "$b" s6 --time "$SECS" --size 1024 --auto-ack --rate "$LAT_RATE" --queue bench-s6)
-       record "$L" "p50 us" lower "$b" "$(jget "$f" latency_p50_us)"
-       record "$L" "p99 us" lower "$b" "$(jget "$f" latency_p99_us)"
-       record "$L" "p99.9 us" lower "$b" "$(jget "$f" latency_p999_us)" ;;
+       record "$L" "p50 us" lower "$b" "$(us1 "$(jget "$f" latency_p50_us)")"
+       record "$L" "p99 us" lower "$b" "$(us1 "$(jget "$f" latency_p99_us)")"
+       record "$L" "p99.9 us" lower "$b" "$(us1 "$(jget "$f" latency_p999_us)")" ;;
     7) L="7. $IDLE idle connections (1 channel each)"
        local hold=$SECS n=$IDLE lim=""; (( hold < 5 )) && hold=5
        # Don't push a broker past its file descriptor limit (RabbitMQ stops when it runs out).

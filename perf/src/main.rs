@@ -12,7 +12,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use stats::{new_histogram, now_ns, read_proc_mem, Counters, Latency, Registry, Summary, Totals};
+use stats::{new_histogram, now_ns, read_proc_cpu, read_proc_mem, Counters, Latency, Registry, Summary, Totals};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,11 @@ use tokio::task::JoinHandle;
 use worker::{ConsumerSpec, ProducerSpec};
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+// lapin allocates several times per message, often freeing on another thread (the
+// connection's I/O thread); mimalloc handles that much better than glibc malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cfg = Cli::parse().validate();
@@ -186,19 +191,33 @@ struct Errors {
     count: std::sync::atomic::AtomicU64,
 }
 
+/// A running producer or consumer.
+struct Worker(JoinHandle<()>);
+
+impl Worker {
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// Wait for the worker to finish, at most `limit`.
+    async fn wait(self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.0).await;
+    }
+}
+
 fn spawn_worker(
     what: String,
     fut: impl std::future::Future<Output = lapin::Result<()>> + Send + 'static,
     errors: Arc<Errors>,
     fail: Arc<AtomicBool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Worker {
+    Worker(tokio::spawn(async move {
         if let Err(e) = fut.await {
             eprintln!("warren-perf: {what}: {e}");
             errors.count.fetch_add(1, Relaxed);
             fail.store(true, Relaxed);
         }
-    })
+    }))
 }
 
 async fn run(cfg: Config) -> Result<i32, AnyError> {
@@ -367,6 +386,7 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
             }
         });
     }
+    let cpu_start = (read_proc_cpu(None), cli.broker_pid.and_then(|p| read_proc_cpu(Some(p))));
     let start_ns = now_ns();
     let start = tokio::time::Instant::now();
     let mut handles = Vec::new();
@@ -459,8 +479,8 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
             stop_reason = "time limit";
             break;
         }
-        let producers_done = producer_handles.iter().all(JoinHandle::is_finished);
-        let consumers_done = handles.iter().all(JoinHandle::is_finished);
+        let producers_done = producer_handles.iter().all(Worker::is_finished);
+        let consumers_done = handles.iter().all(Worker::is_finished);
         if consumers > 0 && cli.cmessages.is_some() && consumers_done {
             stop_reason = "consumers received --cmessages";
             break;
@@ -487,14 +507,15 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
         }
     }
     let stop_ns = now_ns();
+    let cpu_stop = (read_proc_cpu(None), cli.broker_pid.and_then(|p| read_proc_cpu(Some(p))));
     let stopped_early = matches!(stop_reason, "time limit" | "interrupted" | "error");
     stop_producers.store(true, Relaxed);
     let _ = stop_tx.send(true);
     for h in producer_handles {
-        let _ = h.await;
+        h.wait(drain + Duration::from_secs(5)).await;
     }
     for h in handles {
-        let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+        h.wait(Duration::from_secs(5)).await;
     }
     eprintln!("warren-perf: stopped: {stop_reason}");
 
@@ -590,6 +611,17 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
             s.broker_rss_idle_kb = Some(b.rss_kb);
             s.broker_rss_per_idle_connection_kb =
                 Some(((b.rss_kb as f64 - a.rss_kb as f64) / n_idle as f64 * 100.0).round() / 100.0);
+        }
+    }
+    if let (Some(a), Some(b)) = (cpu_start.0, cpu_stop.0) {
+        s.tool_cpu_s = Some(((b - a) * 100.0).round() / 100.0);
+    }
+    if let (Some(a), Some(b)) = (cpu_start.1, cpu_stop.1) {
+        let cpu = b - a;
+        s.broker_cpu_s = Some((cpu * 100.0).round() / 100.0);
+        let msgs = t.sent + t.received;
+        if msgs > 0 {
+            s.broker_cpu_us_per_msg = Some((cpu * 1e6 / msgs as f64 * 100.0).round() / 100.0);
         }
     }
     s.set_latency(&total_hist);

@@ -178,6 +178,19 @@ pub fn read_proc_mem(pid: u32) -> Option<ProcMem> {
     Some(m)
 }
 
+/// CPU time (user + system) consumed so far by a process, in seconds (`/proc/PID/stat`;
+/// Linux reports it in USER_HZ = 100 ticks per second).
+pub fn read_proc_cpu(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// The final JSON line. Keys are stable; absent figures are null.
 #[derive(Serialize, Debug, Default)]
 pub struct Summary {
@@ -230,6 +243,13 @@ pub struct Summary {
     pub broker_rss_peak_kb: Option<u64>,
     /// Broker VmHWM (peak RSS since the broker started, or since it was last reset).
     pub broker_hwm_kb: Option<u64>,
+    /// Broker CPU time (user + system) during the measured run.
+    pub broker_cpu_s: Option<f64>,
+    /// broker_cpu_s in microseconds / (sent + received).
+    pub broker_cpu_us_per_msg: Option<f64>,
+    /// warren-perf's own CPU time during the measured run (if it nears duration_s x CPUs,
+    /// the client is the bottleneck).
+    pub tool_cpu_s: Option<f64>,
     pub errors: u64,
 }
 
@@ -299,6 +319,16 @@ impl Summary {
                     per
                 ));
             }
+        }
+        if let Some(t) = self.tool_cpu_s {
+            s.push_str(&format!("  warren-perf CPU {t:.2}s"));
+            if let Some(b) = self.broker_cpu_s {
+                s.push_str(&format!(", broker CPU {b:.2}s"));
+                if let Some(per) = self.broker_cpu_us_per_msg {
+                    s.push_str(&format!(" ({per:.2} us per message in+out)"));
+                }
+            }
+            s.push('\n');
         }
         if self.errors > 0 {
             s.push_str(&format!("  errors: {}\n", self.errors));
