@@ -14,7 +14,9 @@
 #                       ss -ltnp 'sport = :5672' | grep -o 'pid=[0-9]*')
 #   --other-name NAME   its name in the table (default: other)
 #   --no-warren         only run against --other (e.g. to record a reference)
-#   --scenarios LIST    comma separated scenario numbers (default 1,2,3,4,5,6,7,8)
+#   --scenarios LIST    comma separated scenario numbers, run in that order (default
+#                       7,8,1,2,3,4,5,6: the memory scenarios first, as brokers seldom give
+#                       memory back to the OS and earlier backlogs would hide their growth)
 #   --bin PATH          warren-perf binary (default: $WARREN_PERF, else
 #                       ${CARGO_TARGET_DIR:-target}/release/warren-perf, built if missing)
 #   --out DIR           where each run's full output goes (default: a new /tmp/warren-bench.* dir)
@@ -53,7 +55,7 @@ other_uri=""
 other_pid=""
 other_name="other"
 use_warren=1
-scenarios="1,2,3,4,5,6,7,8"
+scenarios="7,8,1,2,3,4,5,6"
 bin=""
 out=""
 
