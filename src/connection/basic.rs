@@ -52,8 +52,10 @@ impl Channel {
     pub(super) fn publish(&mut self, ctx: &Context, content: Content<basic::Publish>) -> Result<Published, AmqpError> {
         let Content { method, properties, body } = content;
         let exchange = ctx.vhost.exchange_or_404(method.exchange.as_str())?;
-        // The assembler validated the properties already.
-        let view = PropertiesView::parse(&properties).unwrap_or_default();
+        // One parse per message, borrowed from a handle that shares the octets with the
+        // message; the assembler already validated them.
+        let raw_properties = properties.clone();
+        let view = PropertiesView::parse(&raw_properties).unwrap_or_default();
         if let Some(user_id) = view.user_id {
             if user_id != ctx.user.as_bytes() {
                 return Err(AmqpError::precondition_failed(format!(
@@ -76,10 +78,7 @@ impl Channel {
             c.next += 1;
         }
         let mut queues = std::mem::take(&mut self.route_buf);
-        {
-            let view = PropertiesView::parse(&msg.properties).unwrap_or_default();
-            ctx.vhost.route(&exchange, &msg, &mut || view.headers_table(), &mut queues);
-        }
+        ctx.vhost.route(&exchange, &msg, &mut || view.headers_table(), &mut queues);
         let (mut delivered, mut stored, mut failed) = (false, false, false);
         for q in queues.drain(..) {
             match q.enqueue(Arc::clone(&msg)) {
