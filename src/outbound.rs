@@ -9,7 +9,7 @@
 //! hold messages back, and the writer wakes the connection through [`Outbound::drained`]
 //! once the backlog is written.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,8 +32,6 @@ pub struct Outbound {
     ready: Notify,
     /// Wakes the connection's reader after a congested buffer was written out.
     drained: Notify,
-    /// Set by a queue that skipped a consumer because this buffer was congested.
-    throttled: AtomicBool,
     /// The negotiated frame_max, which body frames are split by.
     frame_max: AtomicU32,
 }
@@ -42,6 +40,9 @@ pub struct Outbound {
 struct Inner {
     buf: BytesMut,
     closed: bool,
+    /// Set by a queue that skipped a consumer because this buffer was congested. Kept under
+    /// the same lock as `buf` so the writer cannot miss it between its write and its check.
+    throttled: bool,
 }
 
 impl Outbound {
@@ -51,7 +52,6 @@ impl Outbound {
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
             drained: Notify::new(),
-            throttled: AtomicBool::new(false),
             frame_max: AtomicU32::new(frame_max),
         }
     }
@@ -141,10 +141,9 @@ impl Outbound {
 
     /// True when the client is behind; queues then keep messages instead of buffering more.
     pub fn is_congested(&self) -> bool {
-        let congested = self.lock().buf.len() >= HIGH_WATER;
-        if congested {
-            self.throttled.store(true, Ordering::Relaxed);
-        }
+        let mut inner = self.lock();
+        let congested = inner.buf.len() >= HIGH_WATER;
+        inner.throttled |= congested;
         congested
     }
 
@@ -204,7 +203,13 @@ impl Outbound {
             } else {
                 batch.clear();
             }
-            if self.throttled.swap(false, Ordering::Relaxed) {
+            let wake = {
+                let mut inner = self.lock();
+                let wake = inner.throttled && inner.buf.len() < HIGH_WATER;
+                inner.throttled &= !wake;
+                wake
+            };
+            if wake {
                 self.drained.notify_one();
             }
         }

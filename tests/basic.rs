@@ -4,72 +4,20 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
 use common::*;
 use futures_lite::StreamExt;
-use lapin::message::Delivery;
 use lapin::options::*;
 use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, Consumer};
+use lapin::{BasicProperties, Channel, Consumer};
 
 // ---------------------------------------------------------------------------------------
 // Helpers local to this file.
 
-/// How long a test waits for something that should happen.
-const WAIT: Duration = Duration::from_secs(3);
-/// How long a test waits to be satisfied that something does not happen.
-const QUIET: Duration = Duration::from_millis(150);
-
-/// Asserts `r` failed with the AMQP reply `code`.
-#[track_caller]
-fn assert_code<T: std::fmt::Debug>(r: lapin::Result<T>, code: u16, what: &str) {
-    match r {
-        Ok(v) => panic!("{what}: expected reply code {code}, got success {v:?}"),
-        Err(e) => assert_eq!(reply_code(&e), Some(code), "{what}: expected reply code {code}, got {e:?}"),
-    }
-}
-
-/// Runs `action` (which sends something the broker must refuse without a reply method)
-/// and returns the reply code of the channel or connection close it causes on `conn`.
-async fn close_code(conn: &Connection, action: impl Future<Output = ()>) -> u16 {
-    let mut events = Box::pin(conn.events_listener());
-    action.await;
-    let wait = async {
-        loop {
-            match events.next().await {
-                Some(lapin::Event::Error(e)) => return reply_code(&e).unwrap_or_else(|| panic!("not an AMQP error: {e:?}")),
-                Some(_) => {}
-                None => panic!("connection events ended without an error"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, wait).await.expect("the broker did not close the channel or connection")
-}
-
-async fn consume(ch: &Channel, queue: &str, tag: &str) -> Consumer {
-    consume_with(ch, queue, tag, BasicConsumeOptions::default()).await
-}
 
 async fn consume_with(ch: &Channel, queue: &str, tag: &str, opts: BasicConsumeOptions) -> Consumer {
     ch.basic_consume(queue.into(), tag.into(), opts, FieldTable::default()).await.unwrap_or_else(|e| panic!("basic.consume on {queue}: {e:?}"))
-}
-
-/// The consumer's next delivery.
-async fn next(c: &mut Consumer) -> Delivery {
-    match tokio::time::timeout(WAIT, c.next()).await {
-        Ok(Some(Ok(d))) => d,
-        Ok(other) => panic!("consumer {}: expected a delivery, got {other:?}", c.tag()),
-        Err(_) => panic!("consumer {}: no delivery within {WAIT:?}", c.tag()),
-    }
-}
-
-/// Asserts the consumer gets nothing for a while.
-async fn assert_quiet(c: &mut Consumer) {
-    if let Ok(got) = tokio::time::timeout(QUIET, c.next()).await {
-        panic!("consumer {}: expected no delivery, got {got:?}", c.tag());
-    }
 }
 
 /// basic.get with manual ack.
@@ -664,7 +612,6 @@ async fn recover_requeues_unacked_messages() {
 /// RabbitMQ refuses `basic.recover` with requeue=false (540 NOT_IMPLEMENTED, which closes
 /// the connection) instead of redelivering to the original consumer.
 #[tokio::test]
-#[ignore = "broker bug: basic.recover requeue=false requeues and replies recover-ok; RabbitMQ closes the connection with 540"]
 async fn recover_without_requeue_is_540() {
     let broker = start().await;
     let (_conn, ch) = broker.channel().await;
@@ -712,4 +659,103 @@ async fn no_ack_consumers_ignore_prefetch_and_lose_nothing_on_close() {
     cch.close(200, "bye".into()).await.expect("close");
     // Nothing was unacked, so nothing comes back.
     assert_eq!(declare(&ch, "q").await.message_count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Slow and stalled consumers.
+
+/// 1 KiB messages, numbered in their first four bytes.
+fn numbered(i: u32) -> Vec<u8> {
+    let mut body = vec![0u8; 1024];
+    body[..4].copy_from_slice(&i.to_be_bytes());
+    body
+}
+
+/// Publishes `n` numbered messages to `queue` and waits until they are all enqueued.
+async fn fill(ch: &Channel, queue: &str, n: u32) {
+    for i in 0..n {
+        publish(ch, "", queue, &numbered(i)).await;
+    }
+    within("the backlog to be enqueued", async {
+        while declare(ch, queue).await.message_count() < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// A raw connection consuming `queue` on channel 1 (`no_ack` as given); returns once
+/// consume-ok arrived.
+async fn raw_consumer(broker: &TestBroker, queue: &str, no_ack: bool) -> raw::RawConn {
+    let mut c = raw::RawConn::handshake(broker.addr).await;
+    c.open_channel(1).await;
+    let args = raw::Args::new().short(0).sstr(queue).sstr("raw").octet(if no_ack { 2 } else { 0 }).empty_table();
+    c.send(&raw::method_frame(1, 60, 20, args)).await;
+    c.expect_method(1, 60, 21).await;
+    c
+}
+
+#[tokio::test]
+async fn a_consumer_that_pauses_reading_gets_everything_once_it_reads_again() {
+    // More than the broker buffers per connection plus what the sockets hold, so the
+    // queue must hold messages back and resume when the client drains its socket.
+    const N: u32 = 30_000;
+    let broker = start().await;
+    let (_conn, ch) = broker.channel().await;
+    declare(&ch, "paused").await;
+    fill(&ch, "paused", N).await;
+    let mut c = raw_consumer(&broker, "paused", true).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = 0u32;
+    while seen < N {
+        match c.read_within(WAIT).await {
+            raw::Read::Frame(f) if f.ids() == Some((60, 60)) => seen += 1,
+            raw::Read::Frame(_) => {}
+            other => panic!("after {seen} of {N} deliveries: {other:?}"),
+        }
+    }
+    assert_eq!(declare(&ch, "paused").await.message_count(), 0);
+}
+
+#[tokio::test]
+async fn a_stalled_consumer_does_not_hold_up_the_others_and_its_messages_return() {
+    const N: u32 = 20_000;
+    let broker = start().await;
+    let (conn, ch) = broker.channel().await;
+    declare(&ch, "stalled").await;
+    fill(&ch, "stalled", N).await;
+    // This client takes what fits in its socket and never reads or acks.
+    let stalled = raw_consumer(&broker, "stalled", false).await;
+    let cch = conn.create_channel().await.expect("channel");
+    let mut c = consume(&cch, "stalled", "reader").await;
+    let mut got = vec![false; N as usize];
+    let mut count = 0u32;
+    let mut take = |d: &lapin::message::Delivery| {
+        let i = u32::from_be_bytes([d.data[0], d.data[1], d.data[2], d.data[3]]) as usize;
+        assert!(!got[i], "message {i} delivered twice");
+        got[i] = true;
+    };
+    // Everything the stalled client could not take reaches the reader...
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), c.next()).await {
+            Ok(Some(Ok(d))) => {
+                take(&d);
+                count += 1;
+                d.ack(BasicAckOptions::default()).await.expect("ack");
+            }
+            Ok(other) => panic!("reader: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    assert!(count > 0 && count < N, "the reader got {count} of {N} while the other consumer stalled");
+    // ...and when the stalled client goes away, its unacked messages come back redelivered.
+    drop(stalled);
+    while count < N {
+        let d = next(&mut c).await;
+        assert!(d.redelivered, "a message returned by the stalled consumer must be flagged redelivered");
+        take(&d);
+        count += 1;
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    assert_eq!(declare(&ch, "stalled").await.message_count(), 0);
 }

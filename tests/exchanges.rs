@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
 use common::*;
-use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
@@ -16,43 +14,6 @@ use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 // ---------------------------------------------------------------------------------------
 // Helpers local to this file.
 
-/// How long a test waits for the broker to report an error.
-const ERROR_WAIT: Duration = Duration::from_secs(3);
-
-/// Asserts `r` failed with the AMQP reply `code`.
-#[track_caller]
-fn assert_code<T: std::fmt::Debug>(r: lapin::Result<T>, code: u16, what: &str) {
-    match r {
-        Ok(v) => panic!("{what}: expected reply code {code}, got success {v:?}"),
-        Err(e) => assert_eq!(reply_code(&e), Some(code), "{what}: expected reply code {code}, got {e:?}"),
-    }
-}
-
-/// Runs `action` (which sends something the broker must refuse without a reply method,
-/// such as a publish) and returns the reply code of the channel or connection close it
-/// causes on `conn`.
-async fn close_code(conn: &Connection, action: impl Future<Output = ()>) -> u16 {
-    let mut events = Box::pin(conn.events_listener());
-    action.await;
-    let wait = async {
-        loop {
-            match events.next().await {
-                Some(lapin::Event::Error(e)) => return reply_code(&e).unwrap_or_else(|| panic!("not an AMQP error: {e:?}")),
-                Some(_) => {}
-                None => panic!("connection events ended without an error"),
-            }
-        }
-    };
-    tokio::time::timeout(ERROR_WAIT, wait).await.expect("the broker did not close the channel or connection")
-}
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
 
 fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
@@ -213,7 +174,6 @@ async fn declaring_a_new_amq_exchange_is_refused() {
 /// RabbitMQ checks the `amq.` prefix only when the exchange does not exist: redeclaring a
 /// predeclared exchange with its own attributes succeeds (clients commonly do this).
 #[tokio::test]
-#[ignore = "broker bug: redeclaring amq.topic as topic/durable is 403, RabbitMQ accepts it (VHost::declare_exchange checks the amq. prefix before looking the exchange up)"]
 async fn redeclaring_a_predeclared_exchange_with_its_attributes_is_ok() {
     let broker = start().await;
     let (_conn, ch) = broker.channel().await;
@@ -225,7 +185,6 @@ async fn redeclaring_a_predeclared_exchange_with_its_attributes_is_ok() {
 /// Redeclaring a predeclared exchange with other attributes is 406 (an equivalence
 /// failure), as for any existing exchange, not 403.
 #[tokio::test]
-#[ignore = "broker bug: 403 instead of RabbitMQ's 406 (VHost::declare_exchange checks the amq. prefix before the equivalence check)"]
 async fn redeclaring_a_predeclared_exchange_with_other_attributes_is_406() {
     let broker = start().await;
     let (_conn, ch) = broker.channel().await;

@@ -15,23 +15,6 @@ use lapin::{Channel, Connection};
 // ---------------------------------------------------------------------------------------
 // Helpers local to this file.
 
-/// Asserts `r` failed with the AMQP reply `code`.
-#[track_caller]
-fn assert_code<T: std::fmt::Debug>(r: lapin::Result<T>, code: u16, what: &str) {
-    match r {
-        Ok(v) => panic!("{what}: expected reply code {code}, got success {v:?}"),
-        Err(e) => assert_eq!(reply_code(&e), Some(code), "{what}: expected reply code {code}, got {e:?}"),
-    }
-}
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
 async fn declare_with(ch: &Channel, name: &str, opts: QueueDeclareOptions, arguments: FieldTable) -> lapin::Result<lapin::Queue> {
     ch.queue_declare(name.into(), opts, arguments).await
 }
@@ -65,12 +48,6 @@ async fn wait_gone(conn: &Connection, name: &str) {
             }
         }
     }
-}
-
-async fn consume(ch: &Channel, queue: &str, tag: &str) -> lapin::Consumer {
-    ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
-        .await
-        .unwrap_or_else(|e| panic!("basic.consume on {queue}: {e:?}"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -158,7 +135,7 @@ async fn redeclare_with_other_durable_auto_delete_or_ttl_is_406() {
     let broker = start().await;
     let conn = broker.connect().await;
     let ch = conn.create_channel().await.unwrap();
-    let ttl = |n: i32| args(&[("x-message-ttl", AMQPValue::LongInt(n))]);
+    let ttl = |n: i32| table(&[("x-message-ttl", AMQPValue::LongInt(n))]);
     declare_with(&ch, "q", QueueDeclareOptions::default(), ttl(1000)).await.expect("declare");
     // The same declaration again is fine.
     declare_with(&ch, "q", QueueDeclareOptions::default(), ttl(1000)).await.expect("same declaration");
@@ -183,12 +160,11 @@ async fn redeclare_with_other_durable_auto_delete_or_ttl_is_406() {
 /// RabbitMQ compares argument values by type class: an x-message-ttl of 1000 sent as a
 /// long-long (as some clients encode integers) is the same as 1000 sent as a long.
 #[tokio::test]
-#[ignore = "broker bug: 406, RabbitMQ compares integer arguments by value (VHost::declare_queue compares AMQPValues exactly)"]
 async fn redeclare_with_the_same_ttl_in_another_integer_type_is_ok() {
     let broker = start().await;
     let (_conn, ch) = broker.channel().await;
-    declare_with(&ch, "q", QueueDeclareOptions::default(), args(&[("x-message-ttl", AMQPValue::LongInt(1000))])).await.expect("declare");
-    declare_with(&ch, "q", QueueDeclareOptions::default(), args(&[("x-message-ttl", AMQPValue::LongLongInt(1000))]))
+    declare_with(&ch, "q", QueueDeclareOptions::default(), table(&[("x-message-ttl", AMQPValue::LongInt(1000))])).await.expect("declare");
+    declare_with(&ch, "q", QueueDeclareOptions::default(), table(&[("x-message-ttl", AMQPValue::LongLongInt(1000))]))
         .await
         .expect("redeclare with x-message-ttl 1000 as a long-long");
 }
@@ -196,7 +172,6 @@ async fn redeclare_with_the_same_ttl_in_another_integer_type_is_ok() {
 /// RabbitMQ checks the exclusive flag with the owner (`check_exclusive_access(.., strict)`):
 /// a mismatch is 405 RESOURCE_LOCKED, not 406.
 #[tokio::test]
-#[ignore = "broker bug: 406 instead of RabbitMQ's 405 RESOURCE_LOCKED (VHost::declare_queue treats exclusive as an equivalence field)"]
 async fn redeclare_with_another_exclusive_flag_is_405() {
     let broker = start().await;
     let conn = broker.connect().await;
@@ -214,7 +189,6 @@ async fn redeclare_with_another_exclusive_flag_is_405() {
 /// RabbitMQ never makes an exclusive queue durable (`Durable = DurableDeclare andalso not
 /// ExclusiveDeclare`), so its owner may redeclare it with either durable flag.
 #[tokio::test]
-#[ignore = "broker bug: 406 on durable, RabbitMQ makes exclusive queues non-durable (topology.rs queue_declare keeps durable)"]
 async fn exclusive_queues_are_never_durable() {
     let broker = start().await;
     let (_conn, ch) = broker.channel().await;
@@ -255,13 +229,13 @@ async fn invalid_queue_arguments_are_406() {
     for (i, (key, value)) in cases.iter().enumerate() {
         let ch = conn.create_channel().await.unwrap();
         let name = format!("q{i}");
-        let r = declare_with(&ch, &name, QueueDeclareOptions::default(), args(&[(key, value.clone())])).await;
+        let r = declare_with(&ch, &name, QueueDeclareOptions::default(), table(&[(key, value.clone())])).await;
         assert_code(r, 406, &format!("{key} = {value:?}"));
         assert_eq!(probe(&conn, &name).await, Err(404), "{key} = {value:?} must not create the queue");
     }
     // Valid values are accepted.
     let ch = conn.create_channel().await.unwrap();
-    let ok = args(&[("x-message-ttl", AMQPValue::LongInt(0)), ("x-expires", AMQPValue::LongInt(60_000)), ("x-max-length", AMQPValue::LongInt(0))]);
+    let ok = table(&[("x-message-ttl", AMQPValue::LongInt(0)), ("x-expires", AMQPValue::LongInt(60_000)), ("x-max-length", AMQPValue::LongInt(0))]);
     declare_with(&ch, "fine", QueueDeclareOptions::default(), ok).await.expect("valid arguments");
 }
 

@@ -148,26 +148,36 @@ impl DeliveryState {
     /// (everything for tag 0). As in RabbitMQ the named tag must be outstanding: `None`
     /// means 406 "unknown delivery tag" for the caller.
     pub fn settle(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
-        let taken: Vec<Unacked> = if multiple && tag == 0 {
-            self.unacked.drain(..).collect()
-        } else {
-            let idx = self.unacked.binary_search_by_key(&tag, |u| u.tag).ok()?;
-            if multiple {
-                self.unacked.drain(..=idx).collect()
-            } else {
-                self.unacked.remove(idx).into_iter().collect()
-            }
-        };
-        for u in &taken {
+        let taken = self.take(tag, multiple)?;
+        Self::release(&taken);
+        Some(taken)
+    }
+
+    /// Like [`Self::settle`], but the deliveries keep counting against their consumers'
+    /// prefetch until [`Self::release`]: a transaction holds its acks this way until commit.
+    pub fn take(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        if multiple && tag == 0 {
+            return Some(self.unacked.drain(..).collect());
+        }
+        let idx = self.unacked.binary_search_by_key(&tag, |u| u.tag).ok()?;
+        Some(if multiple { self.unacked.drain(..=idx).collect() } else { self.unacked.remove(idx).into_iter().collect() })
+    }
+
+    /// Frees the prefetch that taken deliveries held.
+    pub fn release(taken: &[Unacked]) {
+        for u in taken {
             if let Some(c) = &u.consumer {
                 c.unacked.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        Some(taken)
     }
 
-    /// True when [`Self::settle`] would accept `tag`.
-    pub fn is_outstanding(&self, tag: u64, multiple: bool) -> bool {
-        (multiple && tag == 0) || self.unacked.binary_search_by_key(&tag, |u| u.tag).is_ok()
+    /// Puts taken deliveries back among the unacknowledged ones (a rolled-back
+    /// transaction's acks), keeping tag order.
+    pub fn restore(&mut self, taken: Vec<Unacked>) {
+        for u in taken {
+            let pos = self.unacked.partition_point(|x| x.tag < u.tag);
+            self.unacked.insert(pos, u);
+        }
     }
 }

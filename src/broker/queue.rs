@@ -271,10 +271,15 @@ impl Queue {
         if self.accessible_by(connection) {
             Ok(())
         } else {
-            Err(AmqpError::resource_locked(format!(
-                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
-                self.name, self.vhost
-            )))
+            Err(self.locked_error())
         }
+    }
+
+    /// The 405 for a use of this queue its exclusivity forbids.
+    pub fn locked_error(&self) -> AmqpError {
+        AmqpError::resource_locked(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            self.name, self.vhost
+        ))
     }
 }

@@ -102,7 +102,7 @@ fn decode_table(raw: &[u8]) -> Option<FieldTable> {
 
 fn binding_record(source: &Exchange, destination: &Destination, routing_key: &str, arguments: &FieldTable) -> Option<BindingRecord> {
     let (name, durable, is_exchange) = match destination {
-        Destination::Queue(q) => (q.name.clone(), q.durable && q.exclusive_owner.is_none(), false),
+        Destination::Queue(q) => (q.name.clone(), q.durable, false),
         Destination::Exchange(x) => (x.name.clone(), x.durable, true),
     };
     (source.durable && durable).then(|| BindingRecord {
@@ -230,12 +230,6 @@ impl VHost {
         let Some(kind) = ExchangeKind::parse(&spec.kind) else {
             return Err(AmqpError::command_invalid(format!("unknown exchange type '{}'", spec.kind)));
         };
-        if reserved(&spec.name) {
-            return Err(AmqpError::access_refused(format!(
-                "exchange name '{}' contains reserved prefix 'amq.*'",
-                spec.name
-            )));
-        }
         validate_exchange_args(&spec.arguments)?;
         let _topology = self.serialise();
         if let Some(existing) = self.exchange(&spec.name) {
@@ -265,6 +259,14 @@ impl VHost {
                 )));
             }
             return Ok(existing);
+        }
+        // As in RabbitMQ, the reserved prefix only stops creation: redeclaring a predeclared
+        // exchange is an ordinary equivalence check.
+        if reserved(&spec.name) {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
         }
         if spec.durable {
             self.store
@@ -336,9 +338,15 @@ impl VHost {
             return Err(AmqpError::access_refused(format!("queue name '{}' contains reserved prefix 'amq.*'", spec.name)));
         }
         validate_queue_args(&spec.arguments, &spec.name, &self.name)?;
+        // RabbitMQ never makes an exclusive queue durable: it dies with its connection.
+        let spec = QueueSpec { durable: spec.durable && spec.exclusive_owner.is_none(), ..spec };
         let _topology = self.serialise();
         if let Some(existing) = self.queue(&spec.name) {
-            existing.check_access(connection)?;
+            // RabbitMQ checks exclusivity strictly here: the exclusive flag must match the
+            // queue's owner, or it is 405 like any access to another's exclusive queue.
+            if existing.exclusive_owner != spec.exclusive_owner {
+                return Err(existing.locked_error());
+            }
             let mismatch = |arg: &str, received: &str, current: &str| {
                 AmqpError::precondition_failed(format!(
                     "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received '{received}' but current is '{current}'",
@@ -348,23 +356,19 @@ impl VHost {
             if existing.durable != spec.durable {
                 return Err(mismatch("durable", flag(spec.durable), flag(existing.durable)));
             }
-            if existing.exclusive_owner.is_some() != spec.exclusive_owner.is_some() {
-                return Err(mismatch("exclusive", flag(spec.exclusive_owner.is_some()), flag(existing.exclusive_owner.is_some())));
-            }
             if existing.auto_delete != spec.auto_delete {
                 return Err(mismatch("auto_delete", flag(spec.auto_delete), flag(existing.auto_delete)));
             }
             for key in QUEUE_EQUIVALENCE_ARGS {
                 let received = spec.arguments.inner().get(*key);
                 let current = existing.arguments.inner().get(*key);
-                if received != current {
+                if !equivalent_arg(received, current) {
                     return Err(mismatch(key, &show(received), &show(current)));
                 }
             }
             return Ok(existing);
         }
-        // Exclusive queues die with their connection, so only other durable ones are kept.
-        let keep = spec.durable && spec.exclusive_owner.is_none();
+        let keep = spec.durable;
         if keep {
             self.store
                 .put_queue(&QueueRecord { name: spec.name.clone(), auto_delete: spec.auto_delete, arguments: encode_table(&spec.arguments) })
@@ -407,7 +411,7 @@ impl VHost {
     /// the topology lock.
     fn remove_queue(&self, queue: &Arc<Queue>) -> u32 {
         self.queues.write().unwrap_or_else(|p| p.into_inner()).remove(&queue.name);
-        if queue.durable && queue.exclusive_owner.is_none() {
+        if queue.durable {
             if let Err(e) = self.store.delete_queue(&queue.name) {
                 warn!(queue = %queue.name, error = %e, "cannot delete a queue from the store");
             }
@@ -564,11 +568,39 @@ fn cancel_consumer(consumer: &Arc<Consumer>) {
     }
 }
 
+/// A queue argument as an error text shows it.
 fn show(v: Option<&AMQPValue>) -> String {
     match v {
         None => "none".to_owned(),
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        Some(other) => format!("{other:?}"),
+        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
+        Some(v) => match as_int(v) {
+            Some(n) => n.to_string(),
+            None => format!("{v:?}"),
+        },
+    }
+}
+
+/// RabbitMQ compares queue arguments by value: integers of any width are equal when their
+/// values are, and a short string equals the same long string.
+fn equivalent_arg(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => match (as_int(a), as_int(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => match (as_text(a), as_text(b)) {
+                (Some(x), Some(y)) => x == y,
+                _ => a == b,
+            },
+        },
+        (a, b) => a == b,
+    }
+}
+
+fn as_text(v: &AMQPValue) -> Option<&[u8]> {
+    match v {
+        AMQPValue::LongString(s) => Some(s.as_bytes()),
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
+        _ => None,
     }
 }
 

@@ -10,7 +10,7 @@ use warren_protocol::{AMQPClass, AmqpError, ReplyCode};
 
 use super::channel::{requeue, Channel, TxSettle};
 use super::Context;
-use crate::broker::consumer::{Consumer, Unacked};
+use crate::broker::consumer::{Consumer, DeliveryState, Unacked};
 use crate::broker::message::Message;
 use crate::broker::queue::{Enqueued, Queue};
 
@@ -41,6 +41,8 @@ impl Channel {
             )));
         }
         if let Some(tx) = self.tx.as_mut() {
+            // Checked now, so that commit cannot fail half-way.
+            check_user_id(ctx, &PropertiesView::parse(&content.properties).unwrap_or_default())?;
             tx.publishes.push(content);
             return Ok(());
         }
@@ -56,15 +58,7 @@ impl Channel {
         // message; the assembler already validated them.
         let raw_properties = properties.clone();
         let view = PropertiesView::parse(&raw_properties).unwrap_or_default();
-        if let Some(user_id) = view.user_id {
-            if user_id != ctx.user.as_bytes() {
-                return Err(AmqpError::precondition_failed(format!(
-                    "user_id property set to '{}' but authenticated user was '{}'",
-                    String::from_utf8_lossy(user_id),
-                    ctx.user
-                )));
-            }
-        }
+        check_user_id(ctx, &view)?;
         let persistent = view.persistent();
         let msg = Arc::new(Message {
             exchange: String::from(method.exchange),
@@ -192,34 +186,30 @@ impl Channel {
     }
 
     pub(super) fn basic_ack(&mut self, ctx: &Context, tag: u64, multiple: bool) -> Result<(), AmqpError> {
-        if let Some(tx) = self.tx.as_mut() {
-            if !self.delivery.lock().is_outstanding(tag, multiple) {
-                return Err(unknown_tag(tag));
-            }
-            tx.settles.push(TxSettle::Ack { tag, multiple });
-            return Ok(());
-        }
         self.settle(ctx, tag, multiple, None)
     }
 
     pub(super) fn basic_reject(&mut self, ctx: &Context, tag: u64, multiple: bool, requeue: bool) -> Result<(), AmqpError> {
-        if let Some(tx) = self.tx.as_mut() {
-            if !self.delivery.lock().is_outstanding(tag, multiple) {
-                return Err(unknown_tag(tag));
-            }
-            tx.settles.push(TxSettle::Reject { tag, multiple, requeue });
-            return Ok(());
-        }
         self.settle(ctx, tag, multiple, Some(requeue))
     }
 
-    /// Acks (`requeue` None) or rejects deliveries, then lets blocked consumers resume.
-    pub(super) fn settle(&mut self, ctx: &Context, tag: u64, multiple: bool, requeue_them: Option<bool>) -> Result<(), AmqpError> {
-        let (taken, global_limit) = {
-            let mut st = self.delivery.lock();
-            let taken = st.settle(tag, multiple).ok_or_else(|| unknown_tag(tag))?;
-            (taken, st.prefetch_global != 0)
-        };
+    /// Acks (`requeue_them` None) or rejects the deliveries `tag` names; 406 for a tag that
+    /// is not outstanding. In a transaction they leave the unacknowledged list now (so a
+    /// second ack is refused at once, as in RabbitMQ) and take effect at commit.
+    fn settle(&mut self, ctx: &Context, tag: u64, multiple: bool, requeue_them: Option<bool>) -> Result<(), AmqpError> {
+        let taken = self.delivery.lock().take(tag, multiple).ok_or_else(|| unknown_tag(tag))?;
+        match self.tx.as_mut() {
+            Some(tx) => tx.settles.push(TxSettle { taken, requeue: requeue_them }),
+            None => self.apply_settle(ctx, taken, requeue_them),
+        }
+        Ok(())
+    }
+
+    /// Acks (`requeue_them` None), requeues or drops taken deliveries, then lets consumers
+    /// they held back resume.
+    pub(super) fn apply_settle(&mut self, ctx: &Context, taken: Vec<Unacked>, requeue_them: Option<bool>) {
+        DeliveryState::release(&taken);
+        let global_limit = self.delivery.lock().prefetch_global != 0;
         // Queues whose consumers may have been waiting for this ack.
         let mut unblocked: Vec<Arc<Queue>> = Vec::new();
         for u in &taken {
@@ -247,18 +237,29 @@ impl Channel {
                 q.dispatch();
             }
         }
-        Ok(())
     }
 
-    /// basic.recover: every unacked delivery goes back to its queue, redelivered.
-    pub(super) fn basic_recover(&mut self, _ctx: &Context, _requeue: bool) {
-        // RabbitMQ requeues for requeue=false too; redelivery to the same consumer is not
-        // something a queue shared by consumers can promise.
-        let unacked: Vec<Unacked> = {
-            let mut st = self.delivery.lock();
-            st.settle(0, true).unwrap_or_default()
-        };
+    /// basic.recover / recover-async: every unacked delivery goes back to its queue,
+    /// redelivered. requeue=false (redeliver to the same consumer) is 540, as in RabbitMQ.
+    pub(super) fn basic_recover(&mut self, _ctx: &Context, requeue_them: bool) -> Result<(), AmqpError> {
+        if !requeue_them {
+            return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        let unacked: Vec<Unacked> = self.delivery.lock().settle(0, true).unwrap_or_default();
         requeue(unacked);
+        Ok(())
+    }
+}
+
+/// 406 when the user_id property names someone other than the authenticated user.
+fn check_user_id(ctx: &Context, view: &PropertiesView<'_>) -> Result<(), AmqpError> {
+    match view.user_id {
+        Some(user_id) if user_id != ctx.user.as_bytes() => Err(AmqpError::precondition_failed(format!(
+            "user_id property set to '{}' but authenticated user was '{}'",
+            String::from_utf8_lossy(user_id),
+            ctx.user
+        ))),
+        _ => Ok(()),
     }
 }
 

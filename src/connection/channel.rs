@@ -62,13 +62,14 @@ impl Confirms {
     }
 }
 
-/// A settlement held back by a transaction.
+/// Deliveries acked or rejected in a transaction: off the unacknowledged list, applied at
+/// commit, put back on rollback.
 #[derive(Debug)]
-pub(crate) enum TxSettle {
-    /// basic.ack.
-    Ack { tag: u64, multiple: bool },
-    /// basic.nack / basic.reject.
-    Reject { tag: u64, multiple: bool, requeue: bool },
+pub(crate) struct TxSettle {
+    /// The deliveries.
+    pub taken: Vec<Unacked>,
+    /// None for basic.ack; the requeue flag of basic.nack / basic.reject.
+    pub requeue: Option<bool>,
 }
 
 /// Work held back until tx.commit.
@@ -137,14 +138,11 @@ impl Channel {
                 basic::AMQPMethod::Cancel(c) => self.basic_cancel(ctx, c),
                 basic::AMQPMethod::Get(g) => self.basic_get(ctx, g),
                 basic::AMQPMethod::Recover(r) => {
-                    self.basic_recover(ctx, r.requeue);
+                    self.basic_recover(ctx, r.requeue)?;
                     self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})));
                     Ok(())
                 }
-                basic::AMQPMethod::RecoverAsync(r) => {
-                    self.basic_recover(ctx, r.requeue);
-                    Ok(())
-                }
+                basic::AMQPMethod::RecoverAsync(r) => self.basic_recover(ctx, r.requeue),
                 _ => Err(AmqpError::command_invalid("method not valid from a client")),
             },
             AMQPClass::Exchange(m) => match m {
@@ -212,15 +210,13 @@ impl Channel {
                     return Err(AmqpError::precondition_failed("channel is not transactional"));
                 };
                 let work = std::mem::take(tx);
+                // Settlements were checked when they arrived and cannot fail now.
+                for settle in work.settles {
+                    self.apply_settle(ctx, settle.taken, settle.requeue);
+                }
                 let mut stored = false;
                 for content in work.publishes {
                     stored |= self.publish(ctx, content)?.stored;
-                }
-                for settle in work.settles {
-                    match settle {
-                        TxSettle::Ack { tag, multiple } => self.settle(ctx, tag, multiple, None)?,
-                        TxSettle::Reject { tag, multiple, requeue } => self.settle(ctx, tag, multiple, Some(requeue))?,
-                    }
                 }
                 let commit_ok = AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}));
                 if stored {
@@ -241,7 +237,13 @@ impl Channel {
                 let Some(tx) = self.tx.as_mut() else {
                     return Err(AmqpError::precondition_failed("channel is not transactional"));
                 };
-                *tx = Tx::default();
+                let work = std::mem::take(tx);
+                // Rolled-back acks make their deliveries unacknowledged again.
+                let mut st = self.delivery.lock();
+                for settle in work.settles {
+                    st.restore(settle.taken);
+                }
+                drop(st);
                 self.reply(ctx, AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
                 Ok(())
             }
@@ -319,7 +321,12 @@ impl Channel {
             let consumers: Vec<_> = st.consumers.drain().map(|(_, c)| c).collect();
             (consumers, std::mem::take(&mut st.unacked))
         };
-        requeue(unacked.into_iter().collect());
+        // Deliveries settled in an uncommitted transaction return too.
+        let mut unacked: Vec<Unacked> = unacked.into();
+        if let Some(tx) = self.tx.take() {
+            unacked.extend(tx.settles.into_iter().flat_map(|s| s.taken));
+        }
+        requeue(unacked);
         for c in consumers {
             if c.queue.remove_consumer(&c) {
                 ctx.vhost.delete_queue_now(&c.queue);

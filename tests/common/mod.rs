@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::*;
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use warren::{Config, Server};
 
 /// A broker running in this test process.
@@ -110,6 +112,70 @@ pub async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8]) {
 /// basic.get with no-ack, returning the body.
 pub async fn get_body(ch: &Channel, queue: &str) -> Option<Vec<u8>> {
     ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.expect("basic.get").map(|m| m.delivery.data.clone())
+}
+
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(3);
+/// How long a test waits to be satisfied that something does not happen.
+pub const QUIET: Duration = Duration::from_millis(150);
+
+/// Asserts `r` failed with the AMQP reply `code`.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(r: lapin::Result<T>, code: u16, what: &str) {
+    match r {
+        Ok(v) => panic!("{what}: expected reply code {code}, got success {v:?}"),
+        Err(e) => assert_eq!(reply_code(&e), Some(code), "{what}: expected reply code {code}, got {e:?}"),
+    }
+}
+
+/// Runs `action` (which sends something the broker must refuse without a reply method,
+/// such as a publish) and returns the reply code of the channel or connection close it
+/// causes on `conn`.
+pub async fn close_code(conn: &Connection, action: impl std::future::Future<Output = ()>) -> u16 {
+    let mut events = Box::pin(conn.events_listener());
+    action.await;
+    let wait = async {
+        loop {
+            match events.next().await {
+                Some(lapin::Event::Error(e)) => return reply_code(&e).unwrap_or_else(|| panic!("not an AMQP error: {e:?}")),
+                Some(_) => {}
+                None => panic!("connection events ended without an error"),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait).await.expect("the broker did not close the channel or connection")
+}
+
+/// A field table from `(key, value)` pairs.
+pub fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+/// The consumer's next delivery, failing the test after [`WAIT`].
+pub async fn next(c: &mut Consumer) -> Delivery {
+    match tokio::time::timeout(WAIT, c.next()).await {
+        Ok(Some(Ok(d))) => d,
+        Ok(other) => panic!("consumer {}: expected a delivery, got {other:?}", c.tag()),
+        Err(_) => panic!("consumer {}: no delivery within {WAIT:?}", c.tag()),
+    }
+}
+
+/// Asserts the consumer gets nothing for [`QUIET`].
+pub async fn assert_quiet(c: &mut Consumer) {
+    if let Ok(got) = tokio::time::timeout(QUIET, c.next()).await {
+        panic!("consumer {}: expected no delivery, got {got:?}", c.tag());
+    }
+}
+
+/// Starts a consumer with default options.
+pub async fn consume(ch: &Channel, queue: &str, tag: &str) -> Consumer {
+    ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap_or_else(|e| panic!("basic.consume on {queue}: {e:?}"))
 }
 
 /// A hand-driven AMQP 0-9-1 client on a raw socket, for what lapin will not send: odd
