@@ -39,6 +39,11 @@ pub struct Config {
     pub max_connections: usize,
     /// Seconds a client has to finish the handshake.
     pub handshake_timeout: u64,
+    /// MiB of ready persistent messages a durable queue keeps in memory; the rest of a
+    /// backlog stays in the store until delivered.
+    pub queue_memory_mb: u64,
+    /// MiB of sled page cache.
+    pub store_cache_mb: u64,
 }
 
 impl Default for Config {
@@ -58,6 +63,8 @@ impl Default for Config {
             max_message_size: 128 * 1024 * 1024,
             max_connections: 10_000,
             handshake_timeout: 10,
+            queue_memory_mb: 16,
+            store_cache_mb: 32,
         }
     }
 }
@@ -114,6 +121,13 @@ pub struct Cli {
     /// Seconds a client has to finish the AMQP handshake [default: 10].
     #[arg(long)]
     pub handshake_timeout: Option<u64>,
+    /// MiB of ready persistent messages each durable queue keeps in memory; the rest of a
+    /// backlog is read from disk when delivered [default: 16].
+    #[arg(long, value_name = "MIB")]
+    pub queue_memory_mb: Option<u64>,
+    /// MiB of page cache for the embedded store (sled) [default: 32].
+    #[arg(long, value_name = "MIB")]
+    pub store_cache_mb: Option<u64>,
 }
 
 /// Why the configuration could not be loaded.
@@ -153,7 +167,7 @@ impl Cli {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout);
+        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb);
         config.allow_remote_guest |= self.allow_remote_guest;
         if config.frame_max < warren_protocol::frame::FRAME_MIN_SIZE {
             return Err(ConfigError::Invalid(format!("frame_max {} is below the minimum 4096", config.frame_max)));

@@ -18,9 +18,10 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 const PUBLISHERS: u8 = 3;
 
-fn spawn_broker(port: u16, dir: &std::path::Path) -> Child {
+fn spawn_broker(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_warren"))
         .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--metrics-port", "0", "--log-level", "warn"])
+        .args(extra)
         .arg("--data-dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -51,10 +52,11 @@ fn body(publisher: u8, seq: u32) -> Vec<u8> {
     b
 }
 
-async fn run_once(kill_after: Duration) {
+/// One run: kill after `kill_after`, with `extra` broker flags.
+async fn run_once(kill_after: Duration, extra: &[&str]) {
     let dir = fresh_data_dir();
     let port = free_port();
-    let mut child = spawn_broker(port, &dir);
+    let mut child = spawn_broker(port, &dir, extra);
     let conn = connect(port).await;
     let setup = conn.create_channel().await.expect("channel");
     setup.queue_declare("crash".into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.expect("declare");
@@ -115,7 +117,7 @@ async fn run_once(kill_after: Duration) {
     let confirmed = confirmed.lock().expect("lock").clone();
     let acked_all: Vec<(u8, u32)> = acked.lock().expect("lock").clone();
 
-    let mut child = spawn_broker(port, &dir);
+    let mut child = spawn_broker(port, &dir, extra);
     let conn = connect(port).await;
     let ch = conn.create_channel().await.expect("channel");
     let mut recovered: HashMap<u8, Vec<u32>> = HashMap::new();
@@ -148,7 +150,8 @@ async fn run_once(kill_after: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_messages_survive_sigkill_at_several_moments() {
-    for ms in [150u64, 400, 900] {
-        run_once(Duration::from_millis(ms)).await;
+    // The middle run keeps no message content in memory: every delivery reads the store.
+    for (ms, extra) in [(150u64, &[][..]), (400, &["--queue-memory-mb", "0"][..]), (900, &[][..])] {
+        run_once(Duration::from_millis(ms), extra).await;
     }
 }

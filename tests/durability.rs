@@ -83,3 +83,52 @@ async fn durable_topology_and_confirmed_persistent_messages_survive_a_restart() 
     assert_eq!(got, b"routed");
     broker.stop().await;
 }
+
+/// With no memory allowance every persistent message of a durable queue's backlog is paged
+/// out to the store; consumers and basic.get still see every message byte-identical and in
+/// order, transient ones (which stay in memory) included, and requeued ones come back.
+#[tokio::test]
+async fn a_backlog_paged_out_to_the_store_is_delivered_intact_and_in_order() {
+    let broker = start_with(|c| c.queue_memory_mb = 0).await;
+    let (conn, ch) = broker.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm");
+    ch.queue_declare("paged".into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.expect("durable queue");
+    let body = |i: usize| -> Vec<u8> {
+        // Sizes from empty to several frames.
+        let len = [0, 1, 100, 4096, 300_000][i % 5];
+        (0..len).map(|j| ((i * 7 + j) % 251) as u8).collect()
+    };
+    const N: usize = 60;
+    for i in 0..N {
+        let props = if i % 6 == 5 { BasicProperties::default() } else { persistent() };
+        let props = props.with_message_id(format!("m{i}").into());
+        ch.basic_publish("".into(), "paged".into(), BasicPublishOptions::default(), &body(i), props).await.expect("publish");
+    }
+    assert!(within("confirms", ch.wait_for_confirms()).await.expect("confirms").is_empty());
+
+    let cch = conn.create_channel().await.expect("channel");
+    cch.basic_qos(5, BasicQosOptions::default()).await.expect("qos");
+    let mut c = consume(&cch, "paged", "c").await;
+    // The first five are rejected back to the queue, then everything is taken in order.
+    for i in 0..5 {
+        let d = next(&mut c).await;
+        assert_eq!(d.properties.message_id().as_ref().map(|s| s.to_string()), Some(format!("m{i}")));
+        d.reject(BasicRejectOptions { requeue: true }).await.expect("reject");
+    }
+    for i in 0..N - 10 {
+        let d = next(&mut c).await;
+        assert_eq!(d.properties.message_id().as_ref().map(|s| s.to_string()), Some(format!("m{i}")), "queue order");
+        assert!(d.data == body(i), "message {i}: body differs");
+        assert_eq!(d.redelivered, i < 5, "message {i}: redelivered flag");
+        assert_eq!(d.properties.delivery_mode(), &(i % 6 != 5).then_some(2), "message {i}: delivery mode");
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    // Closing the channel returns what the consumer had been sent beyond that.
+    cch.close(200, "bye".into()).await.expect("close");
+    for i in N - 10..N {
+        let m = within("get", ch.basic_get("paged".into(), BasicGetOptions { no_ack: true })).await.expect("get").expect("message");
+        assert!(m.delivery.data == body(i), "basic.get of message {i}: body differs");
+    }
+    assert!(get_body(&ch, "paged").await.is_none());
+    broker.stop().await;
+}

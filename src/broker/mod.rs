@@ -63,10 +63,11 @@ impl Broker {
     /// it recovers.
     pub fn open(config: Config, metrics: Metrics) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Corrupt(format!("cannot create data directory {}: {e}", config.data_dir.display())))?;
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open_with_cache(&config.data_dir, config.store_cache_mb.saturating_mul(1 << 20))?;
         let recovered = store.recover()?;
+        let queue_memory_limit = usize::try_from(config.queue_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let mut vhosts = HashMap::new();
-        vhosts.insert("/".to_owned(), Arc::new(VHost::open("/", store.clone(), recovered)));
+        vhosts.insert("/".to_owned(), Arc::new(VHost::open("/", store.clone(), recovered, queue_memory_limit)));
         Ok(Broker { config, metrics, vhosts, next_connection_id: AtomicU64::new(1), flusher: Flusher::start(store.clone()), store })
     }
 

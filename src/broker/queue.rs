@@ -5,6 +5,11 @@
 //! to the next consumer in rotation that has room, and a consumer blocked by its prefetch is
 //! skipped until an ack frees it. Every message carries an offset so a requeued message
 //! returns to its original place.
+//!
+//! A durable queue keeps at most `memory_limit` octets of ready persistent messages in
+//! memory; beyond that (and for everything recovered at start) a ready entry is only its
+//! offset, and the content is read back from the store when it reaches the front. A long
+//! backlog therefore costs a few dozen octets per message, not its size.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,13 +24,31 @@ use crate::broker::message::Message;
 
 /// A ready (not yet delivered) message.
 #[derive(Debug, Clone)]
-pub struct Ready {
+struct Ready {
     /// Its position in the queue, kept across redeliveries.
+    offset: u64,
+    /// The message, or None while its content is only in the store (paged out).
+    msg: Option<Arc<Message>>,
+    /// True once it has been delivered and returned.
+    redelivered: bool,
+}
+
+/// A message taken from the queue by basic.get.
+#[derive(Debug)]
+pub struct Got {
+    /// Its position in the queue.
     pub offset: u64,
     /// The message.
     pub msg: Arc<Message>,
-    /// True once it has been delivered and returned.
+    /// It had been delivered before.
     pub redelivered: bool,
+    /// Ready messages left behind.
+    pub remaining: u32,
+}
+
+/// The octets a message in memory counts against a queue's memory limit.
+fn footprint(msg: &Message) -> usize {
+    msg.body.len() + msg.properties.len() + msg.exchange.len() + msg.routing_key.len()
 }
 
 /// A queue of a virtual host.
@@ -43,8 +66,10 @@ pub struct Queue {
     pub auto_delete: bool,
     /// The declare arguments.
     pub arguments: FieldTable,
-    /// Where its persistent messages are kept: set for durable, non-exclusive queues.
+    /// Where its persistent messages are kept: set for durable queues.
     store: Option<Store>,
+    /// Octets of ready stored messages kept in memory before new ones are paged out.
+    memory_limit: usize,
     state: Mutex<QueueState>,
 }
 
@@ -64,6 +89,8 @@ pub enum Enqueued {
 #[derive(Debug, Default)]
 struct QueueState {
     ready: VecDeque<Ready>,
+    /// Footprint of the ready messages held in memory.
+    ready_bytes: usize,
     next_offset: u64,
     consumers: VecDeque<Arc<Consumer>>,
     /// Auto-delete applies only to a queue that has had a consumer.
@@ -72,14 +99,55 @@ struct QueueState {
 }
 
 impl Queue {
-    /// A new, empty queue.
-    pub fn new(name: String, vhost: String, durable: bool, exclusive_owner: Option<u64>, auto_delete: bool, arguments: FieldTable, store: Option<Store>) -> Self {
-        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, state: Mutex::new(QueueState::default()) }
+    /// A new, empty queue; `store` is given for a durable one, with the octets of ready
+    /// messages it may keep in memory.
+    pub fn new(name: String, vhost: String, exclusive_owner: Option<u64>, auto_delete: bool, arguments: FieldTable, store: Option<(Store, usize)>) -> Self {
+        let durable = store.is_some();
+        let (store, memory_limit) = match store {
+            Some((store, limit)) => (Some(store), limit),
+            None => (None, usize::MAX),
+        };
+        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, memory_limit, state: Mutex::new(QueueState::default()) }
     }
 
     /// The store, when this queue keeps `msg` on disk.
     fn store_for(&self, msg: &Message) -> Option<&Store> {
         self.store.as_ref().filter(|_| msg.persistent)
+    }
+
+    /// A ready entry for `msg`, paged out (content left in the store) when the queue is over
+    /// its memory limit and the store has the message.
+    fn ready_entry(&self, st: &mut QueueState, offset: u64, msg: Arc<Message>, redelivered: bool) -> Ready {
+        let size = footprint(&msg);
+        if self.store_for(&msg).is_some() && st.ready_bytes + size > self.memory_limit {
+            return Ready { offset, msg: None, redelivered };
+        }
+        st.ready_bytes += size;
+        Ready { offset, msg: Some(msg), redelivered }
+    }
+
+    /// Accounts for a ready entry leaving the queue.
+    fn forget(st: &mut QueueState, r: &Ready) {
+        if let Some(msg) = &r.msg {
+            st.ready_bytes -= footprint(msg);
+        }
+    }
+
+    /// Reads a paged-out message back from the store. A message the store cannot produce
+    /// is logged and skipped.
+    fn load(&self, offset: u64) -> Option<Arc<Message>> {
+        let store = self.store.as_ref()?;
+        match store.get_message(&self.name, offset) {
+            Ok(Some(m)) => Some(Arc::new(Message { exchange: m.exchange, routing_key: m.routing_key, properties: m.properties, body: m.body, persistent: true })),
+            Ok(None) => {
+                error!(queue = %self.name, offset, "a paged-out message is missing from the store; skipping it");
+                None
+            }
+            Err(e) => {
+                error!(queue = %self.name, offset, error = %e, "cannot read a paged-out message from the store; skipping it");
+                None
+            }
+        }
     }
 
     /// Records that a message went to a consumer: a no-ack delivery is settled at once,
@@ -102,12 +170,15 @@ impl Queue {
         }
     }
 
-    /// Puts recovered messages back at start-up, in offset order.
-    pub fn restore(&self, messages: impl IntoIterator<Item = (u64, Arc<Message>, bool)>) {
+    /// Puts recovered messages back at start-up, in offset order, paged out: their content
+    /// is read from the store as they are delivered.
+    pub fn restore(&self, messages: impl IntoIterator<Item = (u64, bool)>) {
         let mut st = self.lock();
-        for (offset, msg, redelivered) in messages {
+        let messages = messages.into_iter();
+        st.ready.reserve_exact(messages.size_hint().0);
+        for (offset, redelivered) in messages {
             st.next_offset = st.next_offset.max(offset + 1);
-            st.ready.push_back(Ready { offset, msg, redelivered });
+            st.ready.push_back(Ready { offset, msg: None, redelivered });
         }
     }
 
@@ -144,7 +215,8 @@ impl Queue {
         if st.ready.is_empty() && self.offer(&mut st, offset, &msg, false) {
             return outcome;
         }
-        st.ready.push_back(Ready { offset, msg, redelivered: false });
+        let entry = self.ready_entry(&mut st, offset, msg, false);
+        st.ready.push_back(entry);
         self.dispatch_locked(&mut st);
         outcome
     }
@@ -165,11 +237,29 @@ impl Queue {
 
     fn dispatch_locked(&self, st: &mut QueueState) {
         while let Some(front) = st.ready.front() {
-            let (offset, msg, redelivered) = (front.offset, Arc::clone(&front.msg), front.redelivered);
+            let (offset, redelivered) = (front.offset, front.redelivered);
+            let msg = match &front.msg {
+                Some(msg) => Arc::clone(msg),
+                None if st.consumers.is_empty() => return,
+                None => match self.load(offset) {
+                    Some(msg) => msg,
+                    None => {
+                        st.ready.pop_front();
+                        continue;
+                    }
+                },
+            };
             if !self.offer(st, offset, &msg, redelivered) {
+                if let Some(front) = st.ready.front_mut().filter(|f| f.msg.is_none()) {
+                    // Keep what was read, so the next attempt does not read it again.
+                    st.ready_bytes += footprint(&msg);
+                    front.msg = Some(msg);
+                }
                 return;
             }
-            st.ready.pop_front();
+            if let Some(r) = st.ready.pop_front() {
+                Self::forget(st, &r);
+            }
         }
     }
 
@@ -189,24 +279,32 @@ impl Queue {
         }
         for (offset, msg) in messages {
             let pos = st.ready.partition_point(|r| r.offset < offset);
-            st.ready.insert(pos, Ready { offset, msg, redelivered: true });
+            let entry = self.ready_entry(&mut st, offset, msg, true);
+            st.ready.insert(pos, entry);
         }
         self.dispatch_locked(&mut st);
     }
 
     /// Takes the next ready message for basic.get, with the count left behind.
-    pub fn get(&self) -> Option<(Ready, u32)> {
+    pub fn get(&self) -> Option<Got> {
         let mut st = self.lock();
-        let ready = st.ready.pop_front()?;
-        Some((ready, st.ready.len() as u32))
+        loop {
+            let r = st.ready.pop_front()?;
+            Self::forget(&mut st, &r);
+            let Some(msg) = r.msg.or_else(|| self.load(r.offset)) else { continue };
+            return Some(Got { offset: r.offset, msg, redelivered: r.redelivered, remaining: st.ready.len() as u32 });
+        }
     }
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
         let mut st = self.lock();
         let n = st.ready.len();
-        for r in st.ready.drain(..) {
-            if let Some(store) = self.store_for(&r.msg) {
+        st.ready_bytes = 0;
+        for r in std::mem::take(&mut st.ready) {
+            // A paged-out message is in the store by definition.
+            let stored = r.msg.as_ref().map_or(self.store.as_ref(), |m| self.store_for(m));
+            if let Some(store) = stored {
                 if let Err(e) = store.remove_message(&self.name, r.offset) {
                     error!(queue = %self.name, error = %e, "cannot purge a message from the store");
                 }
@@ -258,6 +356,7 @@ impl Queue {
         st.deleted = true;
         let count = st.ready.len() as u32;
         st.ready.clear();
+        st.ready_bytes = 0;
         (count, st.consumers.drain(..).collect())
     }
 

@@ -80,6 +80,8 @@ pub struct VHost {
     topology: Mutex<()>,
     /// Durable topology and persistent messages.
     store: Store,
+    /// Octets of ready persistent messages each durable queue keeps in memory.
+    queue_memory_limit: usize,
 }
 
 fn store_failed(e: StoreError) -> AmqpError {
@@ -125,8 +127,10 @@ fn flag(b: bool) -> &'static str {
 impl VHost {
     /// A vhost with the default exchange and the predeclared `amq.*` exchanges, and the
     /// durable entities and messages recovered from `store`.
-    pub fn open(name: &str, store: Store, recovered: Recovered) -> Self {
-        let vhost = Self::new(name, store);
+    /// Each durable queue keeps up to `queue_memory_limit` octets of ready messages in
+    /// memory and pages the rest out to the store.
+    pub fn open(name: &str, store: Store, recovered: Recovered, queue_memory_limit: usize) -> Self {
+        let vhost = Self::new(name, store, queue_memory_limit);
         vhost.restore(recovered);
         vhost
     }
@@ -147,18 +151,8 @@ impl VHost {
                 warn!(queue = %q.name, "skipping a damaged queue record");
                 continue;
             };
-            let queue = Arc::new(Queue::new(q.name.clone(), self.name.clone(), true, None, q.auto_delete, arguments, Some(self.store.clone())));
-            queue.restore(messages.into_iter().map(|m| {
-                let persistent = true;
-                let msg = Message {
-                    exchange: m.message.exchange,
-                    routing_key: m.message.routing_key,
-                    properties: m.message.properties,
-                    body: m.message.body,
-                    persistent,
-                };
-                (m.offset, Arc::new(msg), m.delivered)
-            }));
+            let queue = Arc::new(Queue::new(q.name.clone(), self.name.clone(), None, q.auto_delete, arguments, Some((self.store.clone(), self.queue_memory_limit))));
+            queue.restore(messages.into_iter().map(|m| (m.offset, m.delivered)));
             queues.insert(q.name, queue);
         }
         drop(queues);
@@ -180,7 +174,7 @@ impl VHost {
         }
     }
 
-    fn new(name: &str, store: Store) -> Self {
+    fn new(name: &str, store: Store, queue_memory_limit: usize) -> Self {
         let mut exchanges = HashMap::new();
         for (xname, kind) in [
             ("", ExchangeKind::Direct),
@@ -192,7 +186,7 @@ impl VHost {
         ] {
             exchanges.insert(xname.to_owned(), Arc::new(Exchange::new(xname.to_owned(), kind, true, false, false, FieldTable::default())));
         }
-        VHost { name: name.to_owned(), exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store }
+        VHost { name: name.to_owned(), exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store, queue_memory_limit }
     }
 
     fn serialise(&self) -> MutexGuard<'_, ()> {
@@ -374,8 +368,8 @@ impl VHost {
                 .put_queue(&QueueRecord { name: spec.name.clone(), auto_delete: spec.auto_delete, arguments: encode_table(&spec.arguments) })
                 .map_err(store_failed)?;
         }
-        let store = keep.then(|| self.store.clone());
-        let queue = Arc::new(Queue::new(spec.name.clone(), self.name.clone(), spec.durable, spec.exclusive_owner, spec.auto_delete, spec.arguments, store));
+        let store = keep.then(|| (self.store.clone(), self.queue_memory_limit));
+        let queue = Arc::new(Queue::new(spec.name.clone(), self.name.clone(), spec.exclusive_owner, spec.auto_delete, spec.arguments, store));
         self.queues.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&queue));
         // Every queue is bound to the default exchange by its name; routing through ""
         // looks the queue up directly instead of keeping that binding.

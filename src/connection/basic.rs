@@ -170,16 +170,16 @@ impl Channel {
         let q = self.resolve_queue(ctx, g.queue.as_str())?;
         match q.get() {
             None => self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}))),
-            Some((ready, remaining)) => {
-                q.delivered(ready.offset, &ready.msg, g.no_ack);
+            Some(got) => {
+                q.delivered(got.offset, &got.msg, g.no_ack);
                 let mut st = self.delivery.lock();
                 st.next_tag += 1;
                 let tag = st.next_tag;
-                if !g.no_ack {
-                    st.unacked.push_back(Unacked { tag, queue: Arc::clone(&q), offset: ready.offset, msg: Arc::clone(&ready.msg), consumer: None });
-                }
                 // Written under the delivery lock so tags reach the wire in order.
-                ctx.outbound.get_ok(self.id, tag, ready.redelivered, remaining, &ready.msg);
+                ctx.outbound.get_ok(self.id, tag, got.redelivered, got.remaining, &got.msg);
+                if !g.no_ack {
+                    st.unacked.push_back(Unacked { tag, queue: Arc::clone(&q), offset: got.offset, msg: got.msg, consumer: None });
+                }
             }
         }
         Ok(())

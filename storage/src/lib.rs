@@ -48,13 +48,12 @@ pub enum StoreError {
     Io(#[from] sled::Error),
 }
 
-/// A message read back at recovery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A message found at recovery: where it is, not what it holds (its content stays on disk
+/// until [`Store::get_message`] reads it for delivery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecoveredMessage {
     /// Its position in its queue.
     pub offset: u64,
-    /// The message.
-    pub message: StoredMessage,
     /// It had been delivered before the stop (so it comes back redelivered).
     pub delivered: bool,
 }
@@ -81,15 +80,25 @@ pub struct Store {
     delivered: sled::Tree,
 }
 
+/// sled's page cache when the caller does not choose: small, since the broker keeps what
+/// dispatch needs in memory and reads message content once per delivery.
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 impl Store {
-    /// Opens (or creates) the store in `dir`, checking its format version.
+    /// Opens (or creates) the store in `dir` with the default cache size.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store in `dir`, checking its format version; sled caches at
+    /// most `cache_bytes` of pages in memory.
     ///
     /// A lock held by this same process is waited for briefly: sled releases its file lock
     /// from a background thread after the previous handle is dropped.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let mut attempts = 0;
         let db = loop {
-            match sled::Config::new().path(dir.join("sled")).open() {
+            match sled::Config::new().path(dir.join("sled")).cache_capacity(cache_bytes).open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                     attempts += 1;
@@ -196,6 +205,14 @@ impl Store {
         Ok(())
     }
 
+    /// Reads a stored message back (to deliver a message whose content is not in memory).
+    pub fn get_message(&self, queue: &str, offset: u64) -> Result<Option<StoredMessage>, StoreError> {
+        match self.messages.get(codec::message_key(queue, offset))? {
+            Some(v) => Ok(Some(codec::decode_message(&v)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Notes that a stored message was delivered (it comes back redelivered).
     pub fn mark_delivered(&self, queue: &str, offset: u64) -> Result<(), StoreError> {
         self.delivered.insert(codec::message_key(queue, offset), &[])?;
@@ -231,12 +248,15 @@ impl Store {
         }
         for v in self.queues.iter().values() {
             let q = codec::decode_queue(&v?)?;
+            let prefix = codec::queue_prefix(&q.name);
+            let mut delivered = std::collections::HashSet::new();
+            for k in self.delivered.scan_prefix(&prefix).keys() {
+                delivered.insert(codec::offset_of(&k?)?);
+            }
             let mut messages = Vec::new();
-            for item in self.messages.scan_prefix(codec::queue_prefix(&q.name)) {
-                let (k, v) = item?;
-                let offset = codec::offset_of(&k)?;
-                let delivered = self.delivered.contains_key(&k)?;
-                messages.push(RecoveredMessage { offset, message: codec::decode_message(&v)?, delivered });
+            for k in self.messages.scan_prefix(&prefix).keys() {
+                let offset = codec::offset_of(&k?)?;
+                messages.push(RecoveredMessage { offset, delivered: delivered.contains(&offset) });
             }
             out.queues.push((q, messages));
         }

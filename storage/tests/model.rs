@@ -33,13 +33,14 @@ fn check(store: &Store, model: &Model) {
     let recovered = store.recover().expect("recover");
     let mut got: Model = BTreeMap::new();
     for (q, messages) in recovered.queues {
-        let entry = got.entry(q.name).or_default();
         let mut last = None;
         for m in messages {
             assert!(last < Some(m.offset), "messages come back in offset order");
             last = Some(m.offset);
-            entry.insert(m.offset, (m.message.body.to_vec(), m.delivered));
+            let stored = store.get_message(&q.name, m.offset).expect("get").expect("a recovered message can be read");
+            got.entry(q.name.clone()).or_default().insert(m.offset, (stored.body.to_vec(), m.delivered));
         }
+        got.entry(q.name).or_default();
     }
     assert_eq!(&got, model);
 }
