@@ -15,7 +15,7 @@
 #   --other-name NAME   its name in the table (default: other)
 #   --no-warren         only run against --other (e.g. to record a reference)
 #   --scenarios LIST    comma separated scenario numbers, run in that order (default
-#                       7,8,1,2,3,4,5,6: the memory scenarios first, as brokers seldom give
+#                       7,8,1,2,3,4,5,6,9: the memory scenarios first, as brokers seldom give
 #                       memory back to the OS and earlier backlogs would hide their growth)
 #   --bin PATH          warren-perf binary (default: $WARREN_PERF, else
 #                       ${CARGO_TARGET_DIR:-target}/release/warren-perf, built if missing)
@@ -44,6 +44,8 @@
 #      (needs the broker's pid; capped at the broker's open-files limit minus 200)
 #   8  backlog: BENCH_BACKLOG 16 B messages published with no consumer, then drained:
 #      both rates and the broker's peak RSS
+#   9  persistent 1 KiB messages to a durable queue, confirms (window 1000) and manual acks
+#      (prefetch 100): the durability issue's rate (run it with --scenarios 9, or add it)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,7 +57,7 @@ other_uri=""
 other_pid=""
 other_name="other"
 use_warren=1
-scenarios="7,8,1,2,3,4,5,6"
+scenarios="7,8,1,2,3,4,5,6,9"
 bin=""
 out=""
 
@@ -224,6 +226,11 @@ scenario() { # scenario N BROKER_INDEX
          record "$L" "broker peak RSS MiB (sampled)" lower "$b" ""
          record "$L" "broker RSS growth MiB (peak - start)" lower "$b" ""
        fi ;;
+    9) L="9. persistent 1 KiB, durable queue, confirms (window 1000) + manual acks (prefetch 100)"
+       f=$(perfrun "$b" s9 --time "$SECS" --size 1024 --persistent --durable --confirm 1000 --prefetch 100 --queue bench-s9)
+       record "$L" "confirmed msg/s" higher "$b" "$(fmt_rate "$(jget "$f" confirm_rate)")"
+       record "$L" "delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")"
+       cpu_rows "$L" "$b" "$f" ;;
     *) die "unknown scenario $n" ;;
   esac
 }

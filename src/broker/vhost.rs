@@ -418,16 +418,32 @@ impl VHost {
         count
     }
 
-    /// `queue.bind`.
-    pub fn bind_queue(&self, queue: &str, exchange: &str, routing_key: &str, arguments: &FieldTable, connection: u64) -> Result<(), AmqpError> {
+    /// The ends of a queue binding: 403 for the default exchange, 404 for a missing end,
+    /// 405 for another connection's exclusive queue.
+    fn queue_binding_ends(&self, queue: &str, exchange: &str, connection: u64) -> Result<(Arc<Exchange>, Destination), AmqpError> {
         if exchange.is_empty() {
             return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
         }
-        let _topology = self.serialise();
         let q = self.queue_or_404(queue)?;
         q.check_access(connection)?;
-        let x = self.exchange_or_404(exchange)?;
-        self.bind(&x, Destination::Queue(q), routing_key, arguments)
+        Ok((self.exchange_or_404(exchange)?, Destination::Queue(q)))
+    }
+
+    /// The ends of an exchange-to-exchange binding: 403 for the default exchange, 404 for a
+    /// missing end.
+    fn exchange_binding_ends(&self, destination: &str, source: &str) -> Result<(Arc<Exchange>, Destination), AmqpError> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+        }
+        let d = self.exchange_or_404(destination)?;
+        Ok((self.exchange_or_404(source)?, Destination::Exchange(d)))
+    }
+
+    /// `queue.bind`.
+    pub fn bind_queue(&self, queue: &str, exchange: &str, routing_key: &str, arguments: &FieldTable, connection: u64) -> Result<(), AmqpError> {
+        let _topology = self.serialise();
+        let (source, destination) = self.queue_binding_ends(queue, exchange, connection)?;
+        self.bind(&source, destination, routing_key, arguments)
     }
 
     /// Adds a binding, recording it when both ends are durable.
@@ -457,36 +473,23 @@ impl VHost {
 
     /// `queue.unbind`: idempotent for a missing binding.
     pub fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, arguments: &FieldTable, connection: u64) -> Result<(), AmqpError> {
-        if exchange.is_empty() {
-            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
-        }
         let _topology = self.serialise();
-        let q = self.queue_or_404(queue)?;
-        q.check_access(connection)?;
-        let x = self.exchange_or_404(exchange)?;
-        self.unbind(&x, Destination::Queue(q), routing_key, arguments)
+        let (source, destination) = self.queue_binding_ends(queue, exchange, connection)?;
+        self.unbind(&source, destination, routing_key, arguments)
     }
 
     /// `exchange.bind`.
     pub fn bind_exchange(&self, destination: &str, source: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
-        if destination.is_empty() || source.is_empty() {
-            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
-        }
         let _topology = self.serialise();
-        let d = self.exchange_or_404(destination)?;
-        let s = self.exchange_or_404(source)?;
-        self.bind(&s, Destination::Exchange(d), routing_key, arguments)
+        let (source, destination) = self.exchange_binding_ends(destination, source)?;
+        self.bind(&source, destination, routing_key, arguments)
     }
 
     /// `exchange.unbind`: idempotent for a missing binding.
     pub fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
-        if destination.is_empty() || source.is_empty() {
-            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
-        }
         let _topology = self.serialise();
-        let d = self.exchange_or_404(destination)?;
-        let s = self.exchange_or_404(source)?;
-        self.unbind(&s, Destination::Exchange(d), routing_key, arguments)
+        let (source, destination) = self.exchange_binding_ends(destination, source)?;
+        self.unbind(&source, destination, routing_key, arguments)
     }
 
     /// The queues a message published to `exchange` reaches, each once, following
