@@ -2,11 +2,12 @@
 #   make run     start the broker on :5672 (release build)
 #   make test    every test: unit, property, integration (Rust), interop (pika, amqplib)
 #   make bench   load scenarios against Warren, and RabbitMQ when OTHER_URI is given
+#   make bench-micro  Criterion hot-path benches and dhat allocations per message
 
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test test-rust test-interop bench lint
+.PHONY: run test test-rust test-interop bench bench-micro lint
 
 run:
 	$(CARGO) run --release
@@ -22,6 +23,9 @@ test-interop:
 
 bench:
 	perf/bench.sh $(BENCH_ARGS)
+
+bench-micro:
+	$(CARGO) bench --bench hot_path --bench allocs
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
