@@ -636,10 +636,10 @@ fn validate_queue_args(args: &FieldTable, queue: &str, vhost: &str) -> Result<()
                 Some(n) => return Err(bad(format!("{{value_out_of_range,{n}}}"))),
                 None => return Err(bad(format!("{{unacceptable_type,{value:?}}}"))),
             },
-            "x-dead-letter-exchange" | "x-dead-letter-routing-key" | "x-overflow" | "x-queue-mode" | "x-queue-type" => {
-                if !matches!(value, AMQPValue::LongString(_) | AMQPValue::ShortString(_)) {
-                    return Err(bad(format!("{{unacceptable_type,{value:?}}}")));
-                }
+            "x-dead-letter-exchange" | "x-dead-letter-routing-key" | "x-overflow" | "x-queue-mode" | "x-queue-type"
+                if as_text(value).is_none() =>
+            {
+                return Err(bad(format!("{{unacceptable_type,{value:?}}}")));
             }
             _ => {}
         }

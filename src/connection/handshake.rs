@@ -95,7 +95,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let credentials = sasl::parse(mechanism, start_ok.response.as_bytes()).ok_or_else(|| refused("unsupported mechanism or malformed response"))?;
     broker
         .authenticate(&credentials.username, &credentials.password, peer.ip().is_loopback())
-        .map_err(|why| refused(why))?;
+        .map_err(refused)?;
     let capabilities = match start_ok.client_properties.inner().get("capabilities") {
         Some(AMQPValue::FieldTable(t)) => t.clone(),
         _ => FieldTable::default(),
