@@ -6,7 +6,7 @@
 
 use crate::error::AmqpError;
 use crate::table::{skip_table, TableError};
-use amq_protocol::protocol::{parse_class, AMQPClass};
+use amq_protocol::protocol::{basic, parse_class, AMQPClass};
 
 /// The spec's dotted name of a method, e.g. `queue.declare`.
 pub fn name(class_id: u16, method_id: u16) -> &'static str {
@@ -159,6 +159,13 @@ pub fn decode(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
             syntax(format!("{} field table refused: {e}", name(class_id, method_id)))
         })?;
     }
+    if (class_id, method_id) == (60, 40) {
+        // The per-message method: decoded here, since the generic parser allocates for
+        // every bit flag.
+        return decode_publish(&payload[4..])
+            .map(|p| AMQPClass::Basic(basic::AMQPMethod::Publish(p)))
+            .ok_or_else(|| syntax("cannot decode basic.publish arguments (truncated or invalid UTF-8)".to_owned()));
+    }
     match parse_class(payload) {
         Ok((_, method)) => Ok(method),
         Err(_) => Err(syntax(format!(
@@ -166,6 +173,23 @@ pub fn decode(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
             name(class_id, method_id)
         ))),
     }
+}
+
+/// basic.publish arguments: reserved short, exchange, routing key, mandatory and immediate
+/// bits.
+fn decode_publish(args: &[u8]) -> Option<basic::Publish> {
+    let (_reserved, rest) = args.split_at_checked(2)?;
+    let (exchange, rest) = short_str(rest)?;
+    let (routing_key, rest) = short_str(rest)?;
+    let bits = *rest.first()?;
+    Some(basic::Publish { exchange: exchange.into(), routing_key: routing_key.into(), mandatory: bits & 1 != 0, immediate: bits & 2 != 0 })
+}
+
+/// A short string and what follows it.
+fn short_str(b: &[u8]) -> Option<(&str, &[u8])> {
+    let (&len, rest) = b.split_first()?;
+    let (s, rest) = rest.split_at_checked(usize::from(len))?;
+    Some((std::str::from_utf8(s).ok()?, rest))
 }
 
 #[cfg(test)]
@@ -177,6 +201,27 @@ mod tests {
 
     fn encode(m: &AMQPClass) -> Vec<u8> {
         gen_class(m)(WriteContext::from(Vec::new())).expect("encodes").write
+    }
+
+    #[test]
+    fn publish_decodes_as_the_generic_parser_does() {
+        for (exchange, key, mandatory, immediate) in [("", "q", false, false), ("amq.topic", "a.b.c", true, false), ("x", "", false, true), ("é", "ü", true, true)] {
+            let m = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: exchange.into(),
+                routing_key: key.into(),
+                mandatory,
+                immediate,
+            }));
+            let bytes = encode(&m);
+            assert_eq!(decode(&bytes), Ok(m.clone()));
+            assert_eq!(parse_class(&bytes[..]).map(|(_, m)| m).ok(), Some(m));
+            for cut in 4..bytes.len() {
+                let e = decode(&bytes[..cut]).expect_err("truncated publish");
+                assert_eq!((e.code, e.class_id, e.method_id), (ReplyCode::SyntaxError, 60, 40));
+            }
+        }
+        let bad_utf8 = [0, 60, 0, 40, 0, 0, 1, 0xff, 0, 0];
+        assert_eq!(decode(&bad_utf8).expect_err("invalid UTF-8").code, ReplyCode::SyntaxError);
     }
 
     #[test]

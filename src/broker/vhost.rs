@@ -493,19 +493,20 @@ impl VHost {
     }
 
     /// The queues a message published to `exchange` reaches, each once, following
-    /// exchange-to-exchange bindings (each exchange visited once).
-    pub fn route(&self, exchange: &Arc<Exchange>, msg: &Message, headers: &mut dyn FnMut() -> Option<FieldTable>, queues: &mut Vec<Arc<Queue>>) {
+    /// exchange-to-exchange bindings (each exchange visited once). `dests` is scratch space
+    /// the caller keeps between messages, so routing allocates nothing once it has grown.
+    pub fn route(&self, exchange: &Arc<Exchange>, msg: &Message, headers: &mut dyn FnMut() -> Option<FieldTable>, dests: &mut Vec<Destination>, queues: &mut Vec<Arc<Queue>>) {
         if exchange.name.is_empty() {
             if let Some(q) = self.queue(&msg.routing_key) {
                 queues.push(q);
             }
             return;
         }
-        let mut dests = Vec::new();
-        exchange.route(&msg.routing_key, headers, &mut dests);
+        dests.clear();
+        exchange.route(&msg.routing_key, headers, dests);
         if dests.iter().all(|d| matches!(d, Destination::Queue(_))) {
             // The common case: no exchange-to-exchange bindings on the way.
-            for d in dests {
+            for d in dests.drain(..) {
                 if let Destination::Queue(q) = d {
                     if !queues.iter().any(|x| Arc::ptr_eq(x, &q)) {
                         queues.push(q);
@@ -524,7 +525,7 @@ impl VHost {
                 }
                 Destination::Exchange(x) => {
                     if !visited.iter().any(|v| Arc::ptr_eq(v, &x)) {
-                        x.route(&msg.routing_key, headers, &mut dests);
+                        x.route(&msg.routing_key, headers, dests);
                         visited.push(x);
                     }
                 }

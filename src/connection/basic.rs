@@ -72,7 +72,7 @@ impl Channel {
             c.next += 1;
         }
         let mut queues = std::mem::take(&mut self.route_buf);
-        ctx.vhost.route(&exchange, &msg, &mut || view.headers_table(), &mut queues);
+        ctx.vhost.route(&exchange, &msg, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
         let (mut delivered, mut stored, mut failed) = (false, false, false);
         for q in queues.drain(..) {
             match q.enqueue(Arc::clone(&msg)) {

@@ -13,6 +13,7 @@ use warren_protocol::{AMQPClass, AmqpError};
 use super::Context;
 use crate::broker::consumer::{ChannelDelivery, Unacked};
 use crate::broker::durability::{FlushRequest, Reply};
+use crate::broker::exchange::Destination;
 use crate::broker::queue::Queue;
 use crate::outbound::Outbound;
 
@@ -102,6 +103,8 @@ pub(crate) struct Channel {
     pub last_queue: Option<String>,
     /// Reused routing result, so a publish allocates nothing for it.
     pub route_buf: Vec<Arc<Queue>>,
+    /// Reused scratch space of routing.
+    pub dest_buf: Vec<Destination>,
 }
 
 impl Channel {
@@ -117,6 +120,7 @@ impl Channel {
             tx: None,
             last_queue: None,
             route_buf: Vec::new(),
+            dest_buf: Vec::new(),
         }
     }
 
