@@ -12,6 +12,7 @@
 //! backlog therefore costs a few dozen octets per message, not its size.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use amq_protocol::types::FieldTable;
@@ -70,6 +71,8 @@ pub struct Queue {
     store: Option<Store>,
     /// Octets of ready stored messages kept in memory before new ones are paged out.
     memory_limit: usize,
+    /// The offset the next enqueued message gets.
+    next_offset: AtomicU64,
     state: Mutex<QueueState>,
 }
 
@@ -91,7 +94,6 @@ struct QueueState {
     ready: VecDeque<Ready>,
     /// Footprint of the ready messages held in memory.
     ready_bytes: usize,
-    next_offset: u64,
     consumers: VecDeque<Arc<Consumer>>,
     /// Auto-delete applies only to a queue that has had a consumer.
     had_consumers: bool,
@@ -107,7 +109,7 @@ impl Queue {
             Some((store, limit)) => (Some(store), limit),
             None => (None, usize::MAX),
         };
-        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, memory_limit, state: Mutex::new(QueueState::default()) }
+        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, memory_limit, next_offset: AtomicU64::new(0), state: Mutex::new(QueueState::default()) }
     }
 
     /// The store, when this queue keeps `msg` on disk.
@@ -177,7 +179,7 @@ impl Queue {
         let messages = messages.into_iter();
         st.ready.reserve_exact(messages.size_hint().0);
         for (offset, redelivered) in messages {
-            st.next_offset = st.next_offset.max(offset + 1);
+            self.next_offset.fetch_max(offset + 1, Ordering::Relaxed);
             st.ready.push_back(Ready { offset, msg: None, redelivered });
         }
     }
@@ -187,13 +189,10 @@ impl Queue {
     }
 
     /// Appends a message (storing it first when persistent in a durable queue) and
-    /// dispatches.
+    /// dispatches. The store write happens before the queue lock is taken, so publishers
+    /// and consumers of a durable queue do not wait on each other's disk work.
     pub fn enqueue(&self, msg: Arc<Message>) -> Enqueued {
-        let mut st = self.lock();
-        if st.deleted {
-            return Enqueued::Gone;
-        }
-        let offset = st.next_offset;
+        let offset = self.next_offset.fetch_add(1, Ordering::Relaxed);
         let outcome = match self.store_for(&msg) {
             Some(store) => {
                 let stored = StoredMessage {
@@ -210,13 +209,27 @@ impl Queue {
             }
             None => Enqueued::Transient,
         };
-        st.next_offset += 1;
+        let mut st = self.lock();
+        if st.deleted {
+            drop(st);
+            if outcome == Enqueued::Stored {
+                self.settled(offset, &msg);
+            }
+            return Enqueued::Gone;
+        }
         // Fast path: nothing waiting, so the message can go straight to a consumer.
         if st.ready.is_empty() && self.offer(&mut st, offset, &msg, false) {
             return outcome;
         }
         let entry = self.ready_entry(&mut st, offset, msg, false);
-        st.ready.push_back(entry);
+        // Another publisher may have taken a later offset and got the lock first.
+        match st.ready.back() {
+            Some(last) if last.offset > offset => {
+                let pos = st.ready.partition_point(|r| r.offset < offset);
+                st.ready.insert(pos, entry);
+            }
+            _ => st.ready.push_back(entry),
+        }
         self.dispatch_locked(&mut st);
         outcome
     }

@@ -364,6 +364,8 @@ impl VHost {
         }
         let keep = spec.durable;
         if keep {
+            // Messages a crash left behind for an earlier queue of this name are not its own.
+            self.store.purge_queue(&spec.name).map_err(store_failed)?;
             self.store
                 .put_queue(&QueueRecord { name: spec.name.clone(), auto_delete: spec.auto_delete, arguments: encode_table(&spec.arguments) })
                 .map_err(store_failed)?;
