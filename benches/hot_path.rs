@@ -21,6 +21,7 @@ use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use warren::broker::exchange::{Destination, Exchange, ExchangeKind};
+use warren::broker::memory::MemoryMonitor;
 use warren::broker::message::Message;
 use warren::broker::queue::Queue;
 use warren::outbound::Outbound;
@@ -43,7 +44,7 @@ const DELIVER_BATCH: u64 = 1000;
 const PERSISTENT_PROPERTIES: &[u8] = &[0x10, 0x00, 0x02];
 
 fn queue(name: &str) -> Arc<Queue> {
-    Arc::new(Queue::new(name.to_owned(), "/".to_owned(), None, false, FieldTable::default(), None))
+    Arc::new(Queue::new(name.to_owned(), "/".to_owned(), None, false, FieldTable::default(), None, Arc::new(MemoryMonitor::new(usize::MAX))))
 }
 
 fn exchange(name: &str, kind: ExchangeKind) -> Exchange {

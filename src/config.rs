@@ -44,6 +44,9 @@ pub struct Config {
     pub queue_memory_mb: u64,
     /// MiB of sled page cache.
     pub store_cache_mb: u64,
+    /// MiB of messages held in memory (over all queues) at which publishers are blocked;
+    /// 0 means 40% of physical memory, as RabbitMQ's default watermark.
+    pub memory_high_watermark_mb: u64,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             handshake_timeout: 10,
             queue_memory_mb: 16,
             store_cache_mb: 32,
+            memory_high_watermark_mb: 0,
         }
     }
 }
@@ -128,6 +132,11 @@ pub struct Cli {
     /// MiB of page cache for the embedded store (sled) [default: 32].
     #[arg(long, value_name = "MIB")]
     pub store_cache_mb: Option<u64>,
+    /// MiB of messages in memory (all queues) at which connections that publish are
+    /// blocked until consumers catch up, as RabbitMQ's memory alarm; 0 for 40% of RAM
+    /// [default: 0].
+    #[arg(long, value_name = "MIB")]
+    pub memory_high_watermark_mb: Option<u64>,
 }
 
 /// Why the configuration could not be loaded.
@@ -167,7 +176,7 @@ impl Cli {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb);
+        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb);
         config.allow_remote_guest |= self.allow_remote_guest;
         if config.frame_max < warren_protocol::frame::FRAME_MIN_SIZE {
             return Err(ConfigError::Invalid(format!("frame_max {} is below the minimum 4096", config.frame_max)));

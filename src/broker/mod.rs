@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod durability;
 pub mod exchange;
 pub mod headers;
+pub mod memory;
 pub mod message;
 pub mod queue;
 pub mod topic;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use durability::{FlushRequest, Flusher};
+use memory::MemoryMonitor;
 use warren_storage::{Store, StoreError};
 use crate::metrics::Metrics;
 use vhost::VHost;
@@ -52,6 +54,8 @@ pub struct Broker {
     pub config: Config,
     /// Its metrics.
     pub metrics: Metrics,
+    /// Message memory and the alarm that blocks publishers.
+    pub memory: Arc<MemoryMonitor>,
     vhosts: HashMap<String, Arc<VHost>>,
     next_connection_id: AtomicU64,
     store: Store,
@@ -65,10 +69,13 @@ impl Broker {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Corrupt(format!("cannot create data directory {}: {e}", config.data_dir.display())))?;
         let store = Store::open_with_cache(&config.data_dir, config.store_cache_mb.saturating_mul(1 << 20))?;
         let recovered = store.recover()?;
-        let queue_memory_limit = usize::try_from(config.queue_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let mib = |n: u64| usize::try_from(n.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let queue_memory_limit = mib(config.queue_memory_mb);
+        let watermark = if config.memory_high_watermark_mb == 0 { memory::default_high_watermark() } else { mib(config.memory_high_watermark_mb) };
+        let memory = Arc::new(MemoryMonitor::new(watermark));
         let mut vhosts = HashMap::new();
-        vhosts.insert("/".to_owned(), Arc::new(VHost::open("/", store.clone(), recovered, queue_memory_limit)));
-        Ok(Broker { config, metrics, vhosts, next_connection_id: AtomicU64::new(1), flusher: Flusher::start(store.clone()), store })
+        vhosts.insert("/".to_owned(), Arc::new(VHost::open("/", store.clone(), recovered, queue_memory_limit, Arc::clone(&memory))));
+        Ok(Broker { config, metrics, memory, vhosts, next_connection_id: AtomicU64::new(1), flusher: Flusher::start(store.clone()), store })
     }
 
     /// Queues replies to be sent once everything stored so far is on disk (group commit:

@@ -21,6 +21,7 @@ use warren_protocol::AmqpError;
 use warren_storage::{Store, StoredMessage};
 
 use crate::broker::consumer::Consumer;
+use crate::broker::memory::MemoryMonitor;
 use crate::broker::message::Message;
 
 /// A ready (not yet delivered) message.
@@ -73,6 +74,8 @@ pub struct Queue {
     memory_limit: usize,
     /// The offset the next enqueued message gets.
     next_offset: AtomicU64,
+    /// The broker-wide count of message octets in memory (the memory alarm).
+    memory: Arc<MemoryMonitor>,
     state: Mutex<QueueState>,
 }
 
@@ -102,14 +105,14 @@ struct QueueState {
 
 impl Queue {
     /// A new, empty queue; `store` is given for a durable one, with the octets of ready
-    /// messages it may keep in memory.
-    pub fn new(name: String, vhost: String, exclusive_owner: Option<u64>, auto_delete: bool, arguments: FieldTable, store: Option<(Store, usize)>) -> Self {
+    /// messages it may keep in memory; `memory` counts what it holds broker-wide.
+    pub fn new(name: String, vhost: String, exclusive_owner: Option<u64>, auto_delete: bool, arguments: FieldTable, store: Option<(Store, usize)>, memory: Arc<MemoryMonitor>) -> Self {
         let durable = store.is_some();
         let (store, memory_limit) = match store {
             Some((store, limit)) => (Some(store), limit),
             None => (None, usize::MAX),
         };
-        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, memory_limit, next_offset: AtomicU64::new(0), state: Mutex::new(QueueState::default()) }
+        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, memory_limit, next_offset: AtomicU64::new(0), memory, state: Mutex::new(QueueState::default()) }
     }
 
     /// The store, when this queue keeps `msg` on disk.
@@ -125,14 +128,22 @@ impl Queue {
             return Ready { offset, msg: None, redelivered };
         }
         st.ready_bytes += size;
+        self.memory.add(size);
         Ready { offset, msg: Some(msg), redelivered }
     }
 
     /// Accounts for a ready entry leaving the queue.
-    fn forget(st: &mut QueueState, r: &Ready) {
+    fn forget(&self, st: &mut QueueState, r: &Ready) {
         if let Some(msg) = &r.msg {
-            st.ready_bytes -= footprint(msg);
+            let size = footprint(msg);
+            st.ready_bytes -= size;
+            self.memory.sub(size);
         }
+    }
+
+    /// Accounts for every ready entry leaving at once.
+    fn forget_all(&self, st: &mut QueueState) {
+        self.memory.sub(std::mem::take(&mut st.ready_bytes));
     }
 
     /// Reads a paged-out message back from the store. A message the store cannot produce
@@ -265,13 +276,15 @@ impl Queue {
             if !self.offer(st, offset, &msg, redelivered) {
                 if let Some(front) = st.ready.front_mut().filter(|f| f.msg.is_none()) {
                     // Keep what was read, so the next attempt does not read it again.
-                    st.ready_bytes += footprint(&msg);
+                    let size = footprint(&msg);
+                    st.ready_bytes += size;
+                    self.memory.add(size);
                     front.msg = Some(msg);
                 }
                 return;
             }
             if let Some(r) = st.ready.pop_front() {
-                Self::forget(st, &r);
+                self.forget(st, &r);
             }
         }
     }
@@ -303,7 +316,7 @@ impl Queue {
         let mut st = self.lock();
         loop {
             let r = st.ready.pop_front()?;
-            Self::forget(&mut st, &r);
+            self.forget(&mut st, &r);
             let Some(msg) = r.msg.or_else(|| self.load(r.offset)) else { continue };
             return Some(Got { offset: r.offset, msg, redelivered: r.redelivered, remaining: st.ready.len() as u32 });
         }
@@ -313,7 +326,7 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut st = self.lock();
         let n = st.ready.len();
-        st.ready_bytes = 0;
+        self.forget_all(&mut st);
         for r in std::mem::take(&mut st.ready) {
             // A paged-out message is in the store by definition.
             let stored = r.msg.as_ref().map_or(self.store.as_ref(), |m| self.store_for(m));
@@ -369,7 +382,7 @@ impl Queue {
         st.deleted = true;
         let count = st.ready.len() as u32;
         st.ready.clear();
-        st.ready_bytes = 0;
+        self.forget_all(&mut st);
         (count, st.consumers.drain(..).collect())
     }
 

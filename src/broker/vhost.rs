@@ -17,6 +17,7 @@ use warren_storage::{BindingRecord, ExchangeRecord, QueueRecord, Recovered, Stor
 
 use crate::broker::consumer::Consumer;
 use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
+use crate::broker::memory::MemoryMonitor;
 use crate::broker::message::Message;
 use crate::broker::queue::Queue;
 
@@ -82,6 +83,8 @@ pub struct VHost {
     store: Store,
     /// Octets of ready persistent messages each durable queue keeps in memory.
     queue_memory_limit: usize,
+    /// The broker's message memory, which every queue reports to.
+    memory: Arc<MemoryMonitor>,
 }
 
 fn store_failed(e: StoreError) -> AmqpError {
@@ -129,8 +132,8 @@ impl VHost {
     /// durable entities and messages recovered from `store`.
     /// Each durable queue keeps up to `queue_memory_limit` octets of ready messages in
     /// memory and pages the rest out to the store.
-    pub fn open(name: &str, store: Store, recovered: Recovered, queue_memory_limit: usize) -> Self {
-        let vhost = Self::new(name, store, queue_memory_limit);
+    pub fn open(name: &str, store: Store, recovered: Recovered, queue_memory_limit: usize, memory: Arc<MemoryMonitor>) -> Self {
+        let vhost = Self::new(name, store, queue_memory_limit, memory);
         vhost.restore(recovered);
         vhost
     }
@@ -151,7 +154,7 @@ impl VHost {
                 warn!(queue = %q.name, "skipping a damaged queue record");
                 continue;
             };
-            let queue = Arc::new(Queue::new(q.name.clone(), self.name.clone(), None, q.auto_delete, arguments, Some((self.store.clone(), self.queue_memory_limit))));
+            let queue = Arc::new(Queue::new(q.name.clone(), self.name.clone(), None, q.auto_delete, arguments, Some((self.store.clone(), self.queue_memory_limit)), Arc::clone(&self.memory)));
             queue.restore(messages.into_iter().map(|m| (m.offset, m.delivered)));
             queues.insert(q.name, queue);
         }
@@ -174,7 +177,7 @@ impl VHost {
         }
     }
 
-    fn new(name: &str, store: Store, queue_memory_limit: usize) -> Self {
+    fn new(name: &str, store: Store, queue_memory_limit: usize, memory: Arc<MemoryMonitor>) -> Self {
         let mut exchanges = HashMap::new();
         for (xname, kind) in [
             ("", ExchangeKind::Direct),
@@ -186,7 +189,7 @@ impl VHost {
         ] {
             exchanges.insert(xname.to_owned(), Arc::new(Exchange::new(xname.to_owned(), kind, true, false, false, FieldTable::default())));
         }
-        VHost { name: name.to_owned(), exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store, queue_memory_limit }
+        VHost { name: name.to_owned(), exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store, queue_memory_limit, memory }
     }
 
     fn serialise(&self) -> MutexGuard<'_, ()> {
@@ -371,7 +374,7 @@ impl VHost {
                 .map_err(store_failed)?;
         }
         let store = keep.then(|| (self.store.clone(), self.queue_memory_limit));
-        let queue = Arc::new(Queue::new(spec.name.clone(), self.name.clone(), spec.exclusive_owner, spec.auto_delete, spec.arguments, store));
+        let queue = Arc::new(Queue::new(spec.name.clone(), self.name.clone(), spec.exclusive_owner, spec.auto_delete, spec.arguments, store, Arc::clone(&self.memory)));
         self.queues.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&queue));
         // Every queue is bound to the default exchange by its name; routing through ""
         // looks the queue up directly instead of keeping that binding.

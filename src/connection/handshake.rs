@@ -31,6 +31,8 @@ pub struct Session {
     pub tuning: Tuning,
     /// The client announced `consumer_cancel_notify`.
     pub cancel_notify: bool,
+    /// The client announced `connection.blocked` (it understands blocked/unblocked).
+    pub blocked_notify: bool,
     /// The client's product name, for logs.
     pub client: String,
 }
@@ -100,7 +102,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         Some(AMQPValue::FieldTable(t)) => t.clone(),
         _ => FieldTable::default(),
     };
-    let cancel_notify = matches!(capabilities.inner().get("consumer_cancel_notify"), Some(AMQPValue::Boolean(true)));
+    let announces = |cap: &str| matches!(capabilities.inner().get(cap), Some(AMQPValue::Boolean(true)));
+    let (cancel_notify, blocked_notify) = (announces("consumer_cancel_notify"), announces("connection.blocked"));
     let client = match start_ok.client_properties.inner().get("product") {
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         _ => "unknown".to_owned(),
@@ -132,7 +135,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     frame::encode_method(&mut wbuf, 0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
     stream.write_all(&wbuf).await?;
     debug!(%peer, user = %credentials.username, vhost = vhost_name, "handshake complete");
-    Ok(Session { user: credentials.username, vhost, tuning, cancel_notify, client })
+    Ok(Session { user: credentials.username, vhost, tuning, cancel_notify, blocked_notify, client })
 }
 
 /// Reads frames until a method arrives (heartbeats are skipped) and decodes it.
@@ -170,6 +173,7 @@ fn server_properties() -> FieldTable {
         "consumer_cancel_notify",
         "per_consumer_qos",
         "authentication_failure_close",
+        "connection.blocked",
     ] {
         capabilities.insert(cap.into(), AMQPValue::Boolean(true));
     }

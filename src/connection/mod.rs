@@ -84,7 +84,7 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr,
 }
 
 async fn run(broker: Arc<Broker>, stream: TcpStream, rbuf: BytesMut, session: Session, id: u64, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
-    let Session { user, vhost, tuning, cancel_notify, client } = session;
+    let Session { user, vhost, tuning, cancel_notify, blocked_notify, client } = session;
     info!(client = %client, channel_max = tuning.channel_max, frame_max = tuning.frame_max, heartbeat = tuning.heartbeat, "connection opened");
     broker.metrics.connections_opened.inc();
     broker.metrics.connections.inc();
@@ -102,6 +102,9 @@ async fn run(broker: Arc<Broker>, stream: TcpStream, rbuf: BytesMut, session: Se
         channel_max: tuning.channel_max,
         frame_max: tuning.frame_max,
         closing: None,
+        publisher: false,
+        blocked: false,
+        blocked_notify,
     };
     let reason = conn.frame_loop(&mut reader, rbuf, heartbeat, shutdown).await;
     conn.teardown();
@@ -120,6 +123,12 @@ struct Connection {
     frame_max: u32,
     /// Set once we sent connection.close: when to give up waiting for close-ok.
     closing: Option<Instant>,
+    /// The client has published: the memory alarm blocks this connection.
+    publisher: bool,
+    /// Blocked by the memory alarm: the socket is not read.
+    blocked: bool,
+    /// The client takes connection.blocked / unblocked.
+    blocked_notify: bool,
 }
 
 /// Why the frame loop ends the connection.
@@ -133,9 +142,17 @@ impl Connection {
         let mut ticker = tokio::time::interval(check_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+        let mut alarm = self.ctx.broker.memory.subscribe();
         loop {
-            if let Err(Exit(reason)) = self.drain_frames(&mut rbuf) {
-                return reason;
+            if !self.blocked {
+                if let Err(Exit(reason)) = self.drain_frames(&mut rbuf) {
+                    return reason;
+                }
+            }
+            let alarm_on = *alarm.borrow_and_update();
+            if self.set_blocked(alarm_on && self.publisher && self.closing.is_none()) {
+                // Blocked time does not count as the client's silence.
+                last_read = Instant::now();
             }
             for ch in self.channels.values_mut() {
                 ch.flush_confirms(&self.ctx);
@@ -144,7 +161,7 @@ impl Connection {
                 rbuf.reserve(64 * 1024);
             }
             tokio::select! {
-                read = reader.read_buf(&mut rbuf) => match read {
+                read = reader.read_buf(&mut rbuf), if !self.blocked => match read {
                     Ok(0) => return if self.closing.is_some() { "closed by broker".into() } else { "client closed the socket".into() },
                     Ok(_) => last_read = Instant::now(),
                     Err(e) => return format!("socket error: {e}"),
@@ -152,8 +169,9 @@ impl Connection {
                 _ = tokio::time::sleep_until(self.closing.unwrap_or(far_future).into()), if self.closing.is_some() => {
                     return "no close-ok from client".into();
                 }
+                _ = alarm.changed() => {}
                 _ = ticker.tick() => {
-                    if self.closing.is_none() && !heartbeat.is_zero() && last_read.elapsed() >= heartbeat * 2 {
+                    if self.closing.is_none() && !self.blocked && !heartbeat.is_zero() && last_read.elapsed() >= heartbeat * 2 {
                         warn!(timeout_secs = heartbeat.as_secs() * 2, "missed heartbeats from client; closing");
                         return "missed heartbeats".into();
                     }
@@ -168,6 +186,26 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Blocks or unblocks reading for the memory alarm, telling clients that take
+    /// connection.blocked. Returns true when the state changed.
+    fn set_blocked(&mut self, blocked: bool) -> bool {
+        if blocked == self.blocked {
+            return false;
+        }
+        self.blocked = blocked;
+        info!(blocked, "memory alarm: connection {}", if blocked { "blocked" } else { "unblocked" });
+        // After our connection.close only close-ok may follow.
+        if self.blocked_notify && self.closing.is_none() {
+            let m = if blocked {
+                connection::AMQPMethod::Blocked(connection::Blocked { reason: "low on memory".into() })
+            } else {
+                connection::AMQPMethod::Unblocked(connection::Unblocked {})
+            };
+            self.ctx.outbound.method(0, &AMQPClass::Connection(m));
+        }
+        true
     }
 
     /// Handles every complete frame in `rbuf`.
@@ -245,6 +283,7 @@ impl Connection {
 
     fn channel_method(&mut self, id: u16, payload: &[u8]) -> Result<(), AmqpError> {
         let (class_id, method_id) = method::ids(payload)?;
+        self.publisher |= (class_id, method_id) == (60, 40);
         if id > self.channel_max {
             return Err(AmqpError::channel_error(format!("channel {id} is above the negotiated channel_max {}", self.channel_max)).on_method(class_id, method_id));
         }

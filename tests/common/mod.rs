@@ -367,7 +367,7 @@ pub mod raw {
 
     /// Client properties announcing the capabilities RabbitMQ looks at.
     pub fn client_properties() -> Vec<u8> {
-        let caps = Table::new().bool("authentication_failure_close", true).bool("consumer_cancel_notify", true);
+        let caps = Table::new().bool("authentication_failure_close", true).bool("consumer_cancel_notify", true).bool("connection.blocked", true);
         Table::new().str("product", "warren-raw-test").table("capabilities", &caps).encode()
     }
 

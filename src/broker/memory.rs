@@ -1,0 +1,106 @@
+//! The memory alarm, RabbitMQ's `vm_memory_high_watermark` for Warren: the octets of ready
+//! messages that queues hold in memory, summed over every queue, against a high watermark.
+//!
+//! While the sum is at or above the watermark the alarm is on, and connections that publish
+//! are blocked: their sockets are not read, and clients that announced the
+//! `connection.blocked` capability get `connection.blocked` (and `connection.unblocked`
+//! once consumers or purges bring the sum back under). Connections that only consume keep
+//! running, so the backlog can drain.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Message memory accounting and the alarm it raises.
+#[derive(Debug)]
+pub struct MemoryMonitor {
+    used: AtomicUsize,
+    high_watermark: usize,
+    alarm: watch::Sender<bool>,
+}
+
+impl MemoryMonitor {
+    /// A monitor whose alarm goes on at `high_watermark` octets.
+    pub fn new(high_watermark: usize) -> Self {
+        MemoryMonitor { used: AtomicUsize::new(0), high_watermark, alarm: watch::Sender::new(false) }
+    }
+
+    /// Counts `n` more octets held.
+    pub fn add(&self, n: usize) {
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before < self.high_watermark && before + n >= self.high_watermark {
+            self.update();
+        }
+    }
+
+    /// Counts `n` octets released.
+    pub fn sub(&self, n: usize) {
+        let before = self.used.fetch_sub(n, Ordering::Relaxed);
+        if before >= self.high_watermark && before - n < self.high_watermark {
+            self.update();
+        }
+    }
+
+    /// Sets the alarm from the current count. Reading the count inside the watch's lock
+    /// makes the last update win with the latest count, whatever order crossings race in.
+    fn update(&self) {
+        self.alarm.send_if_modified(|on| {
+            let used = self.used.load(Ordering::Relaxed);
+            let now = used >= self.high_watermark;
+            if now == *on {
+                return false;
+            }
+            if now {
+                warn!(used_bytes = used, high_watermark_bytes = self.high_watermark, "memory alarm set: blocking publishers");
+            } else {
+                info!(used_bytes = used, high_watermark_bytes = self.high_watermark, "memory alarm cleared: unblocking publishers");
+            }
+            *on = now;
+            true
+        });
+    }
+
+    /// Octets of messages held in memory now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Follows the alarm: `true` while publishers must be blocked.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.alarm.subscribe()
+    }
+}
+
+/// The default watermark: 40% of physical memory, as RabbitMQ's default
+/// `vm_memory_high_watermark` of 0.4 (1 GiB when /proc/meminfo cannot be read).
+pub fn default_high_watermark() -> usize {
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        text.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+    });
+    match total_kib {
+        Some(kib) => kib.saturating_mul(1024) / 10 * 4,
+        None => 1 << 30,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_alarm_follows_the_count_across_the_watermark() {
+        let m = MemoryMonitor::new(100);
+        let rx = m.subscribe();
+        m.add(60);
+        assert!(!*rx.borrow());
+        m.add(40);
+        assert!(*rx.borrow(), "at the watermark");
+        m.add(50);
+        m.sub(50);
+        assert!(*rx.borrow(), "still at the watermark");
+        m.sub(1);
+        assert!(!*rx.borrow(), "under again");
+        assert_eq!(m.used(), 99);
+    }
+}
