@@ -36,6 +36,7 @@ impl Server {
             port => Some(TcpListener::bind(SocketAddr::new(config.bind, port)).await?),
         };
         let broker = Arc::new(Broker::open(config, Metrics::new()).map_err(std::io::Error::other)?);
+        broker.start_mark_writer();
         Ok(Server { listener, metrics_listener, broker })
     }
 

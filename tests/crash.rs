@@ -155,3 +155,40 @@ async fn confirmed_messages_survive_sigkill_at_several_moments() {
         run_once(Duration::from_millis(ms), extra).await;
     }
 }
+
+/// A message delivered and left unacknowledged comes back flagged redelivered after a
+/// kill -9 (its delivery mark is written within a fraction of a second, not per delivery),
+/// and messages never delivered come back unflagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_unacked_message_comes_back_redelivered_after_sigkill() {
+    let dir = fresh_data_dir();
+    let port = free_port();
+    let mut child = spawn_broker(port, &dir, &[]);
+    let conn = connect(port).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    ch.queue_declare("marks".into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.expect("declare");
+    for i in 0..3u8 {
+        let props = BasicProperties::default().with_delivery_mode(2);
+        ch.basic_publish("".into(), "marks".into(), BasicPublishOptions::default(), &[i], props).await.expect("publish");
+    }
+    assert!(within("confirms", ch.wait_for_confirms()).await.expect("confirms").is_empty());
+    let got = within("get", ch.basic_get("marks".into(), BasicGetOptions { no_ack: false })).await.expect("get").expect("message");
+    assert_eq!(got.delivery.data, [0]);
+    // Longer than the mark interval plus sled's own periodic flush.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let mut child = spawn_broker(port, &dir, &[]);
+    let conn = connect(port).await;
+    let ch = conn.create_channel().await.expect("channel");
+    for i in 0..3u8 {
+        let m = within("get", ch.basic_get("marks".into(), BasicGetOptions { no_ack: true })).await.expect("get").expect("message");
+        assert_eq!(m.delivery.data, [i], "queue order");
+        assert_eq!(m.delivery.redelivered, i == 0, "message {i}: redelivered flag");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

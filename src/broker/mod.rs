@@ -47,6 +47,9 @@ pub fn unique_name(prefix: &str) -> String {
     name
 }
 
+/// How often delivery marks of unacknowledged stored messages are written.
+const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The state of one broker: vhosts, users, limits and metrics.
 #[derive(Debug)]
 pub struct Broker {
@@ -84,9 +87,34 @@ impl Broker {
         self.flusher.submit(request);
     }
 
-    /// Flushes the store (at shutdown).
+    /// Writes pending delivery marks and flushes the store (at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.write_marks();
         self.store.flush_blocking()
+    }
+
+    /// Writes the delivery marks of deliveries still unacknowledged (see
+    /// [`queue::Queue::write_marks`]).
+    pub fn write_marks(&self) {
+        for vhost in self.vhosts.values() {
+            vhost.write_marks();
+        }
+    }
+
+    /// Writes delivery marks every [`MARK_INTERVAL`] until the broker is dropped: a crash
+    /// loses at most that much of the redelivered flags (never a message).
+    pub fn start_mark_writer(self: &Arc<Self>) {
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MARK_INTERVAL);
+            loop {
+                tick.tick().await;
+                match broker.upgrade() {
+                    Some(b) => b.write_marks(),
+                    None => return,
+                }
+            }
+        });
     }
 
     /// The vhost called `name`.

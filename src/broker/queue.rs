@@ -11,7 +11,7 @@
 //! offset, and the content is read back from the store when it reaches the front. A long
 //! backlog therefore costs a few dozen octets per message, not its size.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -76,7 +76,18 @@ pub struct Queue {
     next_offset: AtomicU64,
     /// The broker-wide count of message octets in memory (the memory alarm).
     memory: Arc<MemoryMonitor>,
+    /// Delivery marks of stored messages (taken after the queue lock, never before it).
+    marks: Mutex<Marks>,
     state: Mutex<QueueState>,
+}
+
+/// Which stored messages have been delivered, for the redelivered flag after a restart.
+#[derive(Debug, Default)]
+struct Marks {
+    /// Delivered and unacknowledged, not yet marked in the store.
+    pending: HashSet<u64>,
+    /// Marked in the store (so an ack removes the mark too).
+    written: HashSet<u64>,
 }
 
 /// What happened to an enqueued message.
@@ -112,7 +123,7 @@ impl Queue {
             Some((store, limit)) => (Some(store), limit),
             None => (None, usize::MAX),
         };
-        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, memory_limit, next_offset: AtomicU64::new(0), memory, state: Mutex::new(QueueState::default()) }
+        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, memory_limit, next_offset: AtomicU64::new(0), memory, marks: Mutex::default(), state: Mutex::new(QueueState::default()) }
     }
 
     /// The store, when this queue keeps `msg` on disk.
@@ -163,24 +174,55 @@ impl Queue {
         }
     }
 
-    /// Records that a message went to a consumer: a no-ack delivery is settled at once,
-    /// otherwise it is marked delivered so a restart brings it back redelivered.
+    /// Records that a message went to a consumer: a no-ack delivery is settled at once;
+    /// otherwise the delivery is noted, and written to the store by [`Self::write_marks`]
+    /// if it is still unacknowledged then, so that a restart brings it back redelivered.
+    /// Most deliveries are acked before that and never cost a store write.
     pub fn delivered(&self, offset: u64, msg: &Message, settled: bool) {
-        if let Some(store) = self.store_for(msg) {
-            let result = if settled { store.remove_message(&self.name, offset) } else { store.mark_delivered(&self.name, offset) };
-            if let Err(e) = result {
-                error!(queue = %self.name, error = %e, "cannot record a delivery in the store");
-            }
+        if self.store_for(msg).is_none() {
+            return;
+        }
+        if settled {
+            self.settled(offset, msg);
+            return;
+        }
+        let mut marks = self.marks();
+        if !marks.written.contains(&offset) {
+            marks.pending.insert(offset);
         }
     }
 
     /// Forgets an acknowledged (or dropped) message.
     pub fn settled(&self, offset: u64, msg: &Message) {
-        if let Some(store) = self.store_for(msg) {
-            if let Err(e) = store.remove_message(&self.name, offset) {
-                error!(queue = %self.name, error = %e, "cannot remove an acknowledged message from the store");
+        let Some(store) = self.store_for(msg) else { return };
+        let mut marks = self.marks();
+        marks.pending.remove(&offset);
+        let result = if marks.written.remove(&offset) { store.remove_message(&self.name, offset) } else { store.remove_unmarked_message(&self.name, offset) };
+        drop(marks);
+        if let Err(e) = result {
+            error!(queue = %self.name, error = %e, "cannot remove an acknowledged message from the store");
+        }
+    }
+
+    /// Writes the delivery marks of messages delivered since the last call and still
+    /// unacknowledged. The broker calls this a few times a second and at shutdown.
+    pub fn write_marks(&self) {
+        let Some(store) = &self.store else { return };
+        let mut marks = self.marks();
+        let Marks { pending, written } = &mut *marks;
+        for offset in pending.drain() {
+            match store.mark_delivered(&self.name, offset) {
+                Ok(true) => {
+                    written.insert(offset);
+                }
+                Ok(false) => {}
+                Err(e) => error!(queue = %self.name, error = %e, "cannot record a delivery in the store"),
             }
         }
+    }
+
+    fn marks(&self) -> MutexGuard<'_, Marks> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Puts recovered messages back at start-up, in offset order, paged out: their content
@@ -189,8 +231,12 @@ impl Queue {
         let mut st = self.lock();
         let messages = messages.into_iter();
         st.ready.reserve_exact(messages.size_hint().0);
+        let mut marks = self.marks();
         for (offset, redelivered) in messages {
             self.next_offset.fetch_max(offset + 1, Ordering::Relaxed);
+            if redelivered {
+                marks.written.insert(offset);
+            }
             st.ready.push_back(Ready { offset, msg: None, redelivered });
         }
     }
@@ -327,7 +373,11 @@ impl Queue {
         let mut st = self.lock();
         let n = st.ready.len();
         self.forget_all(&mut st);
+        let mut marks = self.marks();
         for r in std::mem::take(&mut st.ready) {
+            // remove_message below takes a written mark along.
+            marks.pending.remove(&r.offset);
+            marks.written.remove(&r.offset);
             // A paged-out message is in the store by definition.
             let stored = r.msg.as_ref().map_or(self.store.as_ref(), |m| self.store_for(m));
             if let Some(store) = stored {
@@ -383,6 +433,8 @@ impl Queue {
         let count = st.ready.len() as u32;
         st.ready.clear();
         self.forget_all(&mut st);
+        // The store forgets the whole queue; nothing is left to mark.
+        *self.marks() = Marks::default();
         (count, st.consumers.drain(..).collect())
     }
 

@@ -538,6 +538,14 @@ impl VHost {
         }
     }
 
+    /// Writes pending delivery marks of every durable queue (see [`Queue::write_marks`]).
+    pub fn write_marks(&self) {
+        let queues: Vec<Arc<Queue>> = self.queues.read().unwrap_or_else(|p| p.into_inner()).values().filter(|q| q.durable).cloned().collect();
+        for q in queues {
+            q.write_marks();
+        }
+    }
+
     /// Deletes the exclusive queues of a closing connection.
     pub fn drop_exclusive_queues(&self, connection: u64) {
         let owned: Vec<Arc<Queue>> = self

@@ -213,17 +213,30 @@ impl Store {
         }
     }
 
-    /// Notes that a stored message was delivered (it comes back redelivered).
-    pub fn mark_delivered(&self, queue: &str, offset: u64) -> Result<(), StoreError> {
-        self.delivered.insert(codec::message_key(queue, offset), &[])?;
-        Ok(())
+    /// Notes that a stored message was delivered (it comes back redelivered). Returns
+    /// false, marking nothing, when the message is no longer stored (an ack overtook the
+    /// mark).
+    pub fn mark_delivered(&self, queue: &str, offset: u64) -> Result<bool, StoreError> {
+        let key = codec::message_key(queue, offset);
+        if !self.messages.contains_key(&key)? {
+            return Ok(false);
+        }
+        self.delivered.insert(key, &[])?;
+        Ok(true)
     }
 
-    /// Removes an acknowledged message.
+    /// Removes an acknowledged message and its delivery mark.
     pub fn remove_message(&self, queue: &str, offset: u64) -> Result<(), StoreError> {
         let key = codec::message_key(queue, offset);
         self.messages.remove(&key)?;
         self.delivered.remove(&key)?;
+        Ok(())
+    }
+
+    /// Removes an acknowledged message the caller knows was never marked delivered (one
+    /// write instead of two).
+    pub fn remove_unmarked_message(&self, queue: &str, offset: u64) -> Result<(), StoreError> {
+        self.messages.remove(codec::message_key(queue, offset))?;
         Ok(())
     }
 
