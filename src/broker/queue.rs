@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use amq_protocol::types::FieldTable;
 use tracing::error;
 use warren_protocol::AmqpError;
-use warren_storage::{Store, StoredMessage};
+use warren_storage::{QueueStore, StoredMessage};
 
 use crate::broker::consumer::Consumer;
 use crate::broker::memory::MemoryMonitor;
@@ -69,7 +69,7 @@ pub struct Queue {
     /// The declare arguments.
     pub arguments: FieldTable,
     /// Where its persistent messages are kept: set for durable queues.
-    store: Option<Store>,
+    store: Option<QueueStore>,
     /// Octets of ready stored messages kept in memory before new ones are paged out.
     memory_limit: usize,
     /// The offset the next enqueued message gets.
@@ -117,7 +117,7 @@ struct QueueState {
 impl Queue {
     /// A new, empty queue; `store` is given for a durable one, with the octets of ready
     /// messages it may keep in memory; `memory` counts what it holds broker-wide.
-    pub fn new(name: String, vhost: String, exclusive_owner: Option<u64>, auto_delete: bool, arguments: FieldTable, store: Option<(Store, usize)>, memory: Arc<MemoryMonitor>) -> Self {
+    pub fn new(name: String, vhost: String, exclusive_owner: Option<u64>, auto_delete: bool, arguments: FieldTable, store: Option<(QueueStore, usize)>, memory: Arc<MemoryMonitor>) -> Self {
         let durable = store.is_some();
         let (store, memory_limit) = match store {
             Some((store, limit)) => (Some(store), limit),
@@ -127,7 +127,7 @@ impl Queue {
     }
 
     /// The store, when this queue keeps `msg` on disk.
-    fn store_for(&self, msg: &Message) -> Option<&Store> {
+    fn store_for(&self, msg: &Message) -> Option<&QueueStore> {
         self.store.as_ref().filter(|_| msg.persistent)
     }
 
@@ -161,7 +161,7 @@ impl Queue {
     /// is logged and skipped.
     fn load(&self, offset: u64) -> Option<Arc<Message>> {
         let store = self.store.as_ref()?;
-        match store.get_message(&self.name, offset) {
+        match store.get_message(offset) {
             Ok(Some(m)) => Some(Arc::new(Message { exchange: m.exchange, routing_key: m.routing_key, properties: m.properties, body: m.body, persistent: true })),
             Ok(None) => {
                 error!(queue = %self.name, offset, "a paged-out message is missing from the store; skipping it");
@@ -197,7 +197,7 @@ impl Queue {
         let Some(store) = self.store_for(msg) else { return };
         let mut marks = self.marks();
         marks.pending.remove(&offset);
-        let result = if marks.written.remove(&offset) { store.remove_message(&self.name, offset) } else { store.remove_unmarked_message(&self.name, offset) };
+        let result = if marks.written.remove(&offset) { store.remove_message(offset) } else { store.remove_unmarked_message(offset) };
         drop(marks);
         if let Err(e) = result {
             error!(queue = %self.name, error = %e, "cannot remove an acknowledged message from the store");
@@ -211,7 +211,7 @@ impl Queue {
         let mut marks = self.marks();
         let Marks { pending, written } = &mut *marks;
         for offset in pending.drain() {
-            match store.mark_delivered(&self.name, offset) {
+            match store.mark_delivered(offset) {
                 Ok(true) => {
                     written.insert(offset);
                 }
@@ -258,7 +258,7 @@ impl Queue {
                     properties: msg.properties.clone(),
                     body: msg.body.clone(),
                 };
-                if let Err(e) = store.put_message(&self.name, offset, &stored) {
+                if let Err(e) = store.put_message(offset, &stored) {
                     error!(queue = %self.name, error = %e, "cannot store a persistent message; it will be nacked");
                     return Enqueued::Failed;
                 }
@@ -381,7 +381,7 @@ impl Queue {
             // A paged-out message is in the store by definition.
             let stored = r.msg.as_ref().map_or(self.store.as_ref(), |m| self.store_for(m));
             if let Some(store) = stored {
-                if let Err(e) = store.remove_message(&self.name, r.offset) {
+                if let Err(e) = store.remove_message(r.offset) {
                     error!(queue = %self.name, error = %e, "cannot purge a message from the store");
                 }
             }

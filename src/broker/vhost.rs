@@ -154,7 +154,14 @@ impl VHost {
                 warn!(queue = %q.name, "skipping a damaged queue record");
                 continue;
             };
-            let queue = Arc::new(Queue::new(q.name.clone(), self.name.clone(), None, q.auto_delete, arguments, Some((self.store.clone(), self.queue_memory_limit)), Arc::clone(&self.memory)));
+            let store = match self.store.queue_store(&q.name) {
+                Ok(store) => store,
+                Err(e) => {
+                    warn!(queue = %q.name, error = %e, "skipping a queue whose messages cannot be opened");
+                    continue;
+                }
+            };
+            let queue = Arc::new(Queue::new(q.name.clone(), self.name.clone(), None, q.auto_delete, arguments, Some((store, self.queue_memory_limit)), Arc::clone(&self.memory)));
             queue.restore(messages.into_iter().map(|m| (m.offset, m.delivered)));
             queues.insert(q.name, queue);
         }
@@ -365,15 +372,17 @@ impl VHost {
             }
             return Ok(existing);
         }
-        let keep = spec.durable;
-        if keep {
-            // Messages a crash left behind for an earlier queue of this name are not its own.
-            self.store.purge_queue(&spec.name).map_err(store_failed)?;
+        let store = if spec.durable {
+            // Messages a crash left from an earlier queue of this name are not the new one's.
+            self.store.drop_messages(&spec.name).map_err(store_failed)?;
+            let store = self.store.queue_store(&spec.name).map_err(store_failed)?;
             self.store
                 .put_queue(&QueueRecord { name: spec.name.clone(), auto_delete: spec.auto_delete, arguments: encode_table(&spec.arguments) })
                 .map_err(store_failed)?;
-        }
-        let store = keep.then(|| (self.store.clone(), self.queue_memory_limit));
+            Some((store, self.queue_memory_limit))
+        } else {
+            None
+        };
         let queue = Arc::new(Queue::new(spec.name.clone(), self.name.clone(), spec.exclusive_owner, spec.auto_delete, spec.arguments, store, Arc::clone(&self.memory)));
         self.queues.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&queue));
         // Every queue is bound to the default exchange by its name; routing through ""

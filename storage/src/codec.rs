@@ -194,6 +194,19 @@ pub(crate) fn message_key(queue: &str, offset: u64) -> Vec<u8> {
     k
 }
 
+/// Prefix of the trees that hold each durable queue's messages.
+const QUEUE_TREE_PREFIX: &[u8] = b"queue-messages/";
+
+/// The tree of queue `name`'s messages.
+pub(crate) fn queue_tree_name(name: &str) -> Vec<u8> {
+    [QUEUE_TREE_PREFIX, name.as_bytes()].concat()
+}
+
+/// True for a tree made by [`queue_tree_name`].
+pub(crate) fn is_queue_tree_name(tree: &[u8]) -> bool {
+    tree.starts_with(QUEUE_TREE_PREFIX)
+}
+
 pub(crate) fn offset_of(key: &[u8]) -> Result<u64, StoreError> {
     let tail = key.len().checked_sub(8).ok_or_else(|| corrupt("message key"))?;
     let mut o = [0u8; 8];

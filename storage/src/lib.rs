@@ -16,7 +16,7 @@ use thiserror::Error;
 pub use codec::{BindingRecord, ExchangeRecord, QueueRecord, StoredMessage};
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: &str = "warren-store-1";
+pub const FORMAT_VERSION: &str = "warren-store-2";
 
 /// Why the store failed.
 #[derive(Debug, Error)]
@@ -76,8 +76,68 @@ pub struct Store {
     exchanges: sled::Tree,
     queues: sled::Tree,
     bindings: sled::Tree,
+    /// Delivery marks of all queues, by `(queue, offset)`.
+    delivered: sled::Tree,
+}
+
+/// The stored messages of one durable queue: a sled tree of its own keyed by offset (so a
+/// queue's messages are one ordered scan, and deleting the queue drops the tree whole),
+/// plus its delivery marks in the shared marks tree.
+///
+/// A handle of a deleted queue turns into a no-op: writes that race the deletion (a late
+/// ack, a publish the queue lock then refuses) find the tree gone and have nothing to do.
+#[derive(Debug, Clone)]
+pub struct QueueStore {
+    name: String,
     messages: sled::Tree,
     delivered: sled::Tree,
+}
+
+/// sled's answer for a tree that was dropped: the queue is gone.
+fn gone_is_ok<T: Default>(r: sled::Result<T>) -> Result<T, StoreError> {
+    match r {
+        Err(sled::Error::CollectionNotFound(_)) => Ok(T::default()),
+        other => Ok(other?),
+    }
+}
+
+impl QueueStore {
+    /// Stores a persistent message at `offset` (durable once flushed).
+    pub fn put_message(&self, offset: u64, m: &StoredMessage) -> Result<(), StoreError> {
+        gone_is_ok(self.messages.insert(offset.to_be_bytes(), codec::encode_message(m)).map(drop))
+    }
+
+    /// Reads a stored message back (to deliver a message whose content is not in memory).
+    pub fn get_message(&self, offset: u64) -> Result<Option<StoredMessage>, StoreError> {
+        match gone_is_ok(self.messages.get(offset.to_be_bytes()))? {
+            Some(v) => Ok(Some(codec::decode_message(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Notes that a stored message was delivered (it comes back redelivered). Returns
+    /// false, marking nothing, when the message is no longer stored (an ack overtook the
+    /// mark).
+    pub fn mark_delivered(&self, offset: u64) -> Result<bool, StoreError> {
+        if !gone_is_ok(self.messages.contains_key(offset.to_be_bytes()))? {
+            return Ok(false);
+        }
+        self.delivered.insert(codec::message_key(&self.name, offset), &[])?;
+        Ok(true)
+    }
+
+    /// Removes an acknowledged message and its delivery mark.
+    pub fn remove_message(&self, offset: u64) -> Result<(), StoreError> {
+        self.remove_unmarked_message(offset)?;
+        self.delivered.remove(codec::message_key(&self.name, offset))?;
+        Ok(())
+    }
+
+    /// Removes an acknowledged message the caller knows was never marked delivered (one
+    /// write instead of two).
+    pub fn remove_unmarked_message(&self, offset: u64) -> Result<(), StoreError> {
+        gone_is_ok(self.messages.remove(offset.to_be_bytes()).map(drop))
+    }
 }
 
 /// sled's page cache when the caller does not choose: small, since the broker keeps what
@@ -131,7 +191,6 @@ impl Store {
             exchanges: db.open_tree("exchanges")?,
             queues: db.open_tree("queues")?,
             bindings: db.open_tree("bindings")?,
-            messages: db.open_tree("messages")?,
             delivered: db.open_tree("delivered")?,
             db,
         })
@@ -155,24 +214,29 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a queue, its bindings and its messages.
+    /// Forgets a queue, its bindings and its messages. The messages live in a tree of
+    /// their own, which sled drops whole instead of message by message.
     pub fn delete_queue(&self, name: &str) -> Result<(), StoreError> {
         self.queues.remove(name.as_bytes())?;
-        self.purge_queue(name)?;
-        self.delete_bindings_where(|b| !b.destination_is_exchange && b.destination == name)
+        self.delete_bindings_where(|b| !b.destination_is_exchange && b.destination == name)?;
+        self.drop_messages(name)
     }
 
-    /// Forgets every message of a queue.
-    pub fn purge_queue(&self, name: &str) -> Result<(), StoreError> {
-        let prefix = codec::queue_prefix(name);
-        for tree in [&self.messages, &self.delivered] {
-            let mut batch = sled::Batch::default();
-            for key in tree.scan_prefix(&prefix).keys() {
-                batch.remove(key?);
-            }
-            tree.apply_batch(batch)?;
+    /// Drops every stored message of queue `name` and their delivery marks (a new queue of
+    /// that name calls this first, in case a crash cut an earlier delete short).
+    pub fn drop_messages(&self, name: &str) -> Result<(), StoreError> {
+        self.db.drop_tree(codec::queue_tree_name(name))?;
+        let mut batch = sled::Batch::default();
+        for key in self.delivered.scan_prefix(codec::queue_prefix(name)).keys() {
+            batch.remove(key?);
         }
+        self.delivered.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// The message store of durable queue `name` (created if new).
+    pub fn queue_store(&self, name: &str) -> Result<QueueStore, StoreError> {
+        Ok(QueueStore { name: name.to_owned(), messages: self.db.open_tree(codec::queue_tree_name(name))?, delivered: self.delivered.clone() })
     }
 
     /// Records a binding between durable ends.
@@ -199,47 +263,6 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a persistent message at `offset` in `queue` (durable once flushed).
-    pub fn put_message(&self, queue: &str, offset: u64, m: &StoredMessage) -> Result<(), StoreError> {
-        self.messages.insert(codec::message_key(queue, offset), codec::encode_message(m))?;
-        Ok(())
-    }
-
-    /// Reads a stored message back (to deliver a message whose content is not in memory).
-    pub fn get_message(&self, queue: &str, offset: u64) -> Result<Option<StoredMessage>, StoreError> {
-        match self.messages.get(codec::message_key(queue, offset))? {
-            Some(v) => Ok(Some(codec::decode_message(&v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Notes that a stored message was delivered (it comes back redelivered). Returns
-    /// false, marking nothing, when the message is no longer stored (an ack overtook the
-    /// mark).
-    pub fn mark_delivered(&self, queue: &str, offset: u64) -> Result<bool, StoreError> {
-        let key = codec::message_key(queue, offset);
-        if !self.messages.contains_key(&key)? {
-            return Ok(false);
-        }
-        self.delivered.insert(key, &[])?;
-        Ok(true)
-    }
-
-    /// Removes an acknowledged message and its delivery mark.
-    pub fn remove_message(&self, queue: &str, offset: u64) -> Result<(), StoreError> {
-        let key = codec::message_key(queue, offset);
-        self.messages.remove(&key)?;
-        self.delivered.remove(&key)?;
-        Ok(())
-    }
-
-    /// Removes an acknowledged message the caller knows was never marked delivered (one
-    /// write instead of two).
-    pub fn remove_unmarked_message(&self, queue: &str, offset: u64) -> Result<(), StoreError> {
-        self.messages.remove(codec::message_key(queue, offset))?;
-        Ok(())
-    }
-
     /// Makes every change so far durable. Concurrent callers share one sled flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
@@ -261,17 +284,23 @@ impl Store {
         }
         for v in self.queues.iter().values() {
             let q = codec::decode_queue(&v?)?;
-            let prefix = codec::queue_prefix(&q.name);
             let mut delivered = std::collections::HashSet::new();
-            for k in self.delivered.scan_prefix(&prefix).keys() {
+            for k in self.delivered.scan_prefix(codec::queue_prefix(&q.name)).keys() {
                 delivered.insert(codec::offset_of(&k?)?);
             }
             let mut messages = Vec::new();
-            for k in self.messages.scan_prefix(&prefix).keys() {
+            for k in self.db.open_tree(codec::queue_tree_name(&q.name))?.iter().keys() {
                 let offset = codec::offset_of(&k?)?;
                 messages.push(RecoveredMessage { offset, delivered: delivered.contains(&offset) });
             }
             out.queues.push((q, messages));
+        }
+        // Message trees of queues deleted just before a crash.
+        let known: std::collections::HashSet<Vec<u8>> = out.queues.iter().map(|(q, _)| codec::queue_tree_name(&q.name)).collect();
+        for tree in self.db.tree_names() {
+            if codec::is_queue_tree_name(&tree) && !known.contains(tree.as_ref()) {
+                self.db.drop_tree(&tree)?;
+            }
         }
         for k in self.bindings.iter().keys() {
             out.bindings.push(codec::decode_binding(&k?)?);

@@ -12,7 +12,7 @@ enum Op {
     Put { queue: u8, body: Vec<u8> },
     Deliver { queue: u8, nth: usize },
     Ack { queue: u8, nth: usize },
-    Purge { queue: u8 },
+    Delete { queue: u8 },
     Reopen,
 }
 
@@ -21,7 +21,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..3u8, proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(queue, body)| Op::Put { queue, body }),
         2 => (0..3u8, 0..8usize).prop_map(|(queue, nth)| Op::Deliver { queue, nth }),
         3 => (0..3u8, 0..8usize).prop_map(|(queue, nth)| Op::Ack { queue, nth }),
-        1 => (0..3u8).prop_map(|queue| Op::Purge { queue }),
+        1 => (0..3u8).prop_map(|queue| Op::Delete { queue }),
         1 => Just(Op::Reopen),
     ]
 }
@@ -37,7 +37,7 @@ fn check(store: &Store, model: &Model) {
         for m in messages {
             assert!(last < Some(m.offset), "messages come back in offset order");
             last = Some(m.offset);
-            let stored = store.get_message(&q.name, m.offset).expect("get").expect("a recovered message can be read");
+            let stored = store.queue_store(&q.name).expect("queue store").get_message(m.offset).expect("get").expect("a recovered message can be read");
             got.entry(q.name.clone()).or_default().insert(m.offset, (stored.body.to_vec(), m.delivered));
         }
         got.entry(q.name).or_default();
@@ -53,8 +53,9 @@ proptest! {
         let mut store = Store::open(&dir).expect("open");
         let names = ["a", "b", "c"];
         let mut model: Model = BTreeMap::new();
+        let record = |name: &str| QueueRecord { name: name.into(), auto_delete: false, arguments: vec![] };
         for name in names {
-            store.put_queue(&QueueRecord { name: name.into(), auto_delete: false, arguments: vec![] }).expect("queue");
+            store.put_queue(&record(name)).expect("queue");
             model.insert(name.into(), BTreeMap::new());
         }
         let mut next = 0u64;
@@ -64,14 +65,14 @@ proptest! {
                     let q = names[queue as usize];
                     next += 1;
                     let m = StoredMessage { exchange: "".into(), routing_key: q.into(), properties: Bytes::from_static(&[0x10, 0, 2]), body: Bytes::from(body.clone()) };
-                    store.put_message(q, next, &m).expect("put");
+                    store.queue_store(q).expect("queue store").put_message(next, &m).expect("put");
                     model.get_mut(q).expect("q").insert(next, (body, false));
                 }
                 Op::Deliver { queue, nth } => {
                     let q = names[queue as usize];
                     let entry = model.get_mut(q).expect("q");
                     if let Some((&offset, v)) = entry.iter_mut().nth(nth) {
-                        store.mark_delivered(q, offset).expect("deliver");
+                        store.queue_store(q).expect("queue store").mark_delivered(offset).expect("deliver");
                         v.1 = true;
                     }
                 }
@@ -79,13 +80,16 @@ proptest! {
                     let q = names[queue as usize];
                     let entry = model.get_mut(q).expect("q");
                     if let Some(&offset) = entry.keys().nth(nth) {
-                        store.remove_message(q, offset).expect("remove");
+                        store.queue_store(q).expect("queue store").remove_message(offset).expect("remove");
                         entry.remove(&offset);
                     }
                 }
-                Op::Purge { queue } => {
+                Op::Delete { queue } => {
+                    // Delete the queue with its messages, then declare it again, empty.
                     let q = names[queue as usize];
-                    store.purge_queue(q).expect("purge");
+                    store.delete_queue(q).expect("delete");
+                    store.drop_messages(q).expect("drop");
+                    store.put_queue(&record(q)).expect("redeclare");
                     model.get_mut(q).expect("q").clear();
                 }
                 Op::Reopen => {
@@ -132,5 +136,25 @@ fn unknown_format_version_is_refused() {
     }
     let err = Store::open(&dir).expect_err("unknown version");
     assert!(err.to_string().contains("warren-store-999"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_deleted_queues_handle_cannot_write_into_its_successor() {
+    let dir = std::env::temp_dir().join(format!("warren-successor-{}", std::process::id()));
+    let store = Store::open(&dir).expect("open");
+    let m = |b: &'static [u8]| StoredMessage { exchange: "".into(), routing_key: "q".into(), properties: Bytes::new(), body: Bytes::from_static(b) };
+    let old = store.queue_store("q").expect("queue store");
+    old.put_message(1, &m(b"old")).expect("put");
+    store.delete_queue("q").expect("delete");
+    let new = store.queue_store("q").expect("queue store");
+    // Late writes through the old handle are no-ops, not errors, and land nowhere.
+    old.put_message(2, &m(b"late")).expect("late put is ignored");
+    old.remove_message(1).expect("late ack is ignored");
+    assert_eq!(new.get_message(1).expect("get"), None, "the old queue's message is gone");
+    assert_eq!(new.get_message(2).expect("get"), None, "a late write reached the new queue");
+    new.put_message(1, &m(b"new")).expect("put");
+    assert_eq!(new.get_message(1).expect("get").map(|m| m.body), Some(Bytes::from_static(b"new")));
+    drop((old, new, store));
     let _ = std::fs::remove_dir_all(&dir);
 }
