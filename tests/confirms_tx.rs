@@ -294,3 +294,41 @@ async fn a_failed_transaction_publishes_nothing() {
     .await;
     assert_eq!(ready_count(&conn, "out").await, 0, "a failed transaction published its messages");
 }
+
+/// A transaction's publishes were routed when published: deleting their exchange before
+/// the commit does not lose them or fail the commit.
+#[tokio::test]
+async fn a_transactions_publishes_survive_their_exchange_being_deleted_before_commit() {
+    let broker = start().await;
+    let (conn, ch) = broker.channel().await;
+    declare(&ch, "q").await;
+    ch.exchange_declare("x".into(), lapin::ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default()).await.expect("declare x");
+    ch.queue_bind("q".into(), "x".into(), "".into(), QueueBindOptions::default(), FieldTable::default()).await.expect("bind");
+    let tch = conn.create_channel().await.expect("channel");
+    tch.tx_select().await.expect("tx.select");
+    publish(&tch, "x", "", b"in the transaction").await;
+    ch.exchange_delete("x".into(), ExchangeDeleteOptions::default()).await.expect("delete x");
+    within("commit", tch.tx_commit()).await.expect("tx.commit");
+    assert_eq!(drain(&ch, "q").await, vec![b"in the transaction".to_vec()]);
+}
+
+/// Acks held by an open transaction still count against a channel-wide prefetch (RabbitMQ
+/// frees its limiter at commit), so no further delivery arrives until the commit.
+#[tokio::test]
+async fn acks_in_an_open_transaction_hold_a_global_prefetch_until_commit() {
+    let broker = start().await;
+    let (conn, ch) = broker.channel().await;
+    declare(&ch, "q").await;
+    let cch = conn.create_channel().await.expect("channel");
+    cch.basic_qos(1, BasicQosOptions { global: true }).await.expect("qos");
+    cch.tx_select().await.expect("tx.select");
+    let mut c = consume(&cch, "q", "c").await;
+    publish(&ch, "", "q", b"1").await;
+    publish(&ch, "", "q", b"2").await;
+    let first = next(&mut c).await;
+    assert_eq!(first.data, b"1");
+    first.ack(BasicAckOptions::default()).await.expect("ack in the transaction");
+    assert_quiet(&mut c).await;
+    within("commit", cch.tx_commit()).await.expect("tx.commit");
+    assert_eq!(next(&mut c).await.data, b"2");
+}

@@ -1,6 +1,7 @@
-//! The memory alarm over the wire: above the watermark a publishing connection is blocked
-//! (told with connection.blocked, its socket no longer read) while other connections keep
-//! working, and it resumes with connection.unblocked once the queues are drained.
+//! The memory alarm over the wire: above the watermark a connection that publishes is
+//! blocked at its next basic.publish (told with connection.blocked, its socket no longer
+//! read) while other connections keep working, and it resumes with connection.unblocked
+//! once the queues are drained.
 
 mod common;
 
@@ -31,11 +32,13 @@ async fn publishers_are_blocked_above_the_watermark_until_the_backlog_drains() {
     for _ in 0..15 {
         raw_publish(&mut publisher, "big", &body).await;
     }
+    // The next publish after the alarm went on blocks the connection, as in RabbitMQ.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    raw_publish(&mut publisher, "late", b"sent while blocked").await;
     let blocked = publisher.expect_method(0, 10, 60).await;
     assert!(String::from_utf8_lossy(blocked.args()).contains("memory"), "reason: {}", blocked.describe());
 
-    // Blocked: what it sends now is not read...
-    raw_publish(&mut publisher, "late", b"sent while blocked").await;
+    // Blocked: that publish, and whatever follows it, is not processed...
     tokio::time::sleep(Duration::from_millis(300)).await;
     // ...while a connection that does not publish is served as usual.
     let queued = declare(&ch, "big").await.message_count();

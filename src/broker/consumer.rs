@@ -47,11 +47,12 @@ impl Consumer {
             return false;
         }
         if !self.no_ack {
-            // unacked is only changed under the channel's delivery lock.
+            // unacked only grows under the channel's delivery lock (it shrinks in
+            // `release`, which can only make room).
             if self.prefetch != 0 && self.unacked.load(Ordering::Relaxed) >= self.prefetch {
                 return false;
             }
-            if state.prefetch_global != 0 && state.unacked.len() as u32 >= state.prefetch_global {
+            if state.prefetch_global != 0 && (state.unacked.len() + state.tx_held) as u32 >= state.prefetch_global {
                 return false;
             }
         }
@@ -109,6 +110,9 @@ pub struct DeliveryState {
     pub next_tag: u64,
     /// Unacknowledged deliveries in tag order.
     pub unacked: VecDeque<Unacked>,
+    /// Deliveries acked or rejected in an open transaction: off `unacked`, but still
+    /// counted by a channel-wide prefetch until commit or rollback.
+    pub tx_held: usize,
     /// basic.qos global=true limit for the whole channel; 0 is unlimited.
     pub prefetch_global: u32,
     /// channel.flow: false stops deliveries.
@@ -129,6 +133,7 @@ impl ChannelDelivery {
             state: Mutex::new(DeliveryState {
                 next_tag: 0,
                 unacked: VecDeque::new(),
+                tx_held: 0,
                 prefetch_global: 0,
                 flow_active: true,
                 closed: false,

@@ -419,13 +419,15 @@ impl VHost {
     /// the topology lock.
     fn remove_queue(&self, queue: &Arc<Queue>) -> u32 {
         self.queues.write().unwrap_or_else(|p| p.into_inner()).remove(&queue.name);
+        // Stop the queue first, so nothing reads or marks its messages while the store
+        // drops them.
+        let (count, consumers) = queue.mark_deleted();
         if queue.durable {
             if let Err(e) = self.store.delete_queue(&queue.name) {
                 warn!(queue = %queue.name, error = %e, "cannot delete a queue from the store");
             }
         }
         self.unbind_everywhere(&Destination::Queue(Arc::clone(queue)));
-        let (count, consumers) = queue.mark_deleted();
         for consumer in consumers {
             cancel_consumer(&consumer);
         }

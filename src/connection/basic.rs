@@ -11,6 +11,7 @@ use warren_protocol::{AMQPClass, AmqpError, ReplyCode};
 use super::channel::{requeue, Channel, TxSettle};
 use super::Context;
 use crate::broker::consumer::{Consumer, DeliveryState, Unacked};
+use crate::broker::exchange::Exchange;
 use crate::broker::message::Message;
 use crate::broker::queue::{Enqueued, Queue};
 
@@ -18,6 +19,8 @@ use crate::broker::queue::{Enqueued, Queue};
 pub(super) struct Published {
     /// It was written to the store (durable after the next flush).
     pub stored: bool,
+    /// A queue's store refused it.
+    pub failed: bool,
 }
 use crate::broker::unique_name;
 
@@ -41,19 +44,18 @@ impl Channel {
             )));
         }
         if let Some(tx) = self.tx.as_mut() {
-            // Checked now, so that commit cannot fail half-way.
+            // Checked now, and the exchange kept, so that commit cannot fail half-way.
             check_user_id(ctx, &PropertiesView::parse(&content.properties).unwrap_or_default())?;
-            tx.publishes.push(content);
+            tx.publishes.push((exchange, content));
             return Ok(());
         }
-        self.publish(ctx, content).map(drop)
+        self.publish(ctx, &exchange, content).map(drop)
     }
 
     /// Routes a message to its queues; returns it if mandatory and unroutable; counts it
     /// for publisher confirms (nacked if a queue could not store it).
-    pub(super) fn publish(&mut self, ctx: &Context, content: Content<basic::Publish>) -> Result<Published, AmqpError> {
+    pub(super) fn publish(&mut self, ctx: &Context, exchange: &Arc<Exchange>, content: Content<basic::Publish>) -> Result<Published, AmqpError> {
         let Content { method, properties, body } = content;
-        let exchange = ctx.vhost.exchange_or_404(method.exchange.as_str())?;
         // One parse per message, borrowed from a handle that shares the octets with the
         // message; the assembler already validated them.
         let raw_properties = properties.clone();
@@ -72,7 +74,7 @@ impl Channel {
             c.next += 1;
         }
         let mut queues = std::mem::take(&mut self.route_buf);
-        ctx.vhost.route(&exchange, &msg, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
+        ctx.vhost.route(exchange, &msg, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
         let (mut delivered, mut stored, mut failed) = (false, false, false);
         for q in queues.drain(..) {
             match q.enqueue(Arc::clone(&msg)) {
@@ -97,7 +99,7 @@ impl Channel {
         } else {
             ctx.broker.metrics.messages_unroutable_dropped.inc();
         }
-        Ok(Published { stored })
+        Ok(Published { stored, failed })
     }
 
     /// The queue a method names; "" means the channel's last declared queue.
@@ -197,10 +199,19 @@ impl Channel {
     /// is not outstanding. In a transaction they leave the unacknowledged list now (so a
     /// second ack is refused at once, as in RabbitMQ) and take effect at commit.
     fn settle(&mut self, ctx: &Context, tag: u64, multiple: bool, requeue_them: Option<bool>) -> Result<(), AmqpError> {
-        let taken = self.delivery.lock().take(tag, multiple).ok_or_else(|| unknown_tag(tag))?;
+        let mut st = self.delivery.lock();
+        let taken = st.take(tag, multiple).ok_or_else(|| unknown_tag(tag))?;
         match self.tx.as_mut() {
-            Some(tx) => tx.settles.push(TxSettle { taken, requeue: requeue_them }),
-            None => self.apply_settle(ctx, taken, requeue_them),
+            Some(tx) => {
+                // Held deliveries still count against a channel-wide prefetch until commit.
+                st.tx_held += taken.len();
+                drop(st);
+                tx.settles.push(TxSettle { taken, requeue: requeue_them });
+            }
+            None => {
+                drop(st);
+                self.apply_settle(ctx, taken, requeue_them);
+            }
         }
         Ok(())
     }

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use warren_protocol::content::{Assembler, Content};
 use warren_protocol::spec::{basic, channel as chan, confirm, exchange, queue, tx};
-use warren_protocol::{AMQPClass, AmqpError};
+use warren_protocol::{AMQPClass, AmqpError, ReplyCode};
 
 use super::Context;
 use crate::broker::consumer::{ChannelDelivery, Unacked};
 use crate::broker::durability::{FlushRequest, Reply};
-use crate::broker::exchange::Destination;
+use crate::broker::exchange::{Destination, Exchange};
 use crate::broker::queue::Queue;
 use crate::outbound::Outbound;
 
@@ -76,8 +76,8 @@ pub(crate) struct TxSettle {
 /// Work held back until tx.commit.
 #[derive(Debug, Default)]
 pub(crate) struct Tx {
-    /// Messages published in the transaction.
-    pub publishes: Vec<Content<basic::Publish>>,
+    /// Messages published in the transaction, with the exchange each was published to.
+    pub publishes: Vec<(Arc<Exchange>, Content<basic::Publish>)>,
     /// Acks and rejects in the transaction.
     pub settles: Vec<TxSettle>,
 }
@@ -214,13 +214,20 @@ impl Channel {
                     return Err(AmqpError::precondition_failed("channel is not transactional"));
                 };
                 let work = std::mem::take(tx);
-                // Settlements were checked when they arrived and cannot fail now.
+                // Settlements and publishes were checked when they arrived and cannot fail
+                // now (short of the store failing).
                 for settle in work.settles {
+                    self.delivery.lock().tx_held -= settle.taken.len();
                     self.apply_settle(ctx, settle.taken, settle.requeue);
                 }
-                let mut stored = false;
-                for content in work.publishes {
-                    stored |= self.publish(ctx, content)?.stored;
+                let (mut stored, mut failed) = (false, false);
+                for (exchange, content) in work.publishes {
+                    let published = self.publish(ctx, &exchange, content)?;
+                    stored |= published.stored;
+                    failed |= published.failed;
+                }
+                if failed {
+                    return Err(AmqpError::connection(ReplyCode::InternalError, "the store refused a message of the transaction"));
                 }
                 let commit_ok = AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}));
                 if stored {
@@ -245,6 +252,7 @@ impl Channel {
                 // Rolled-back acks make their deliveries unacknowledged again.
                 let mut st = self.delivery.lock();
                 for settle in work.settles {
+                    st.tx_held -= settle.taken.len();
                     st.restore(settle.taken);
                 }
                 drop(st);
@@ -322,6 +330,7 @@ impl Channel {
                 return;
             }
             st.closed = true;
+            st.tx_held = 0;
             let consumers: Vec<_> = st.consumers.drain().map(|(_, c)| c).collect();
             (consumers, std::mem::take(&mut st.unacked))
         };

@@ -102,7 +102,6 @@ async fn run(broker: Arc<Broker>, stream: TcpStream, rbuf: BytesMut, session: Se
         channel_max: tuning.channel_max,
         frame_max: tuning.frame_max,
         closing: None,
-        publisher: false,
         blocked: false,
         blocked_notify,
     };
@@ -123,8 +122,6 @@ struct Connection {
     frame_max: u32,
     /// Set once we sent connection.close: when to give up waiting for close-ok.
     closing: Option<Instant>,
-    /// The client has published: the memory alarm blocks this connection.
-    publisher: bool,
     /// Blocked by the memory alarm: the socket is not read.
     blocked: bool,
     /// The client takes connection.blocked / unblocked.
@@ -144,13 +141,14 @@ impl Connection {
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
         let mut alarm = self.ctx.broker.memory.subscribe();
         loop {
-            if !self.blocked {
-                if let Err(Exit(reason)) = self.drain_frames(&mut rbuf) {
-                    return reason;
-                }
-            }
-            let alarm_on = *alarm.borrow_and_update();
-            if self.set_blocked(alarm_on && self.publisher && self.closing.is_none()) {
+            // As RabbitMQ: under the memory alarm a connection runs until it sends a
+            // basic.publish, which waits (with everything after it) until the alarm clears.
+            let hold_publish = *alarm.borrow_and_update() && self.closing.is_none();
+            let at_publish = match self.drain_frames(&mut rbuf, hold_publish) {
+                Ok(at_publish) => at_publish,
+                Err(Exit(reason)) => return reason,
+            };
+            if self.set_blocked(at_publish) {
                 // Blocked time does not count as the client's silence.
                 last_read = Instant::now();
             }
@@ -208,12 +206,17 @@ impl Connection {
         true
     }
 
-    /// Handles every complete frame in `rbuf`.
-    fn drain_frames(&mut self, rbuf: &mut BytesMut) -> Result<(), Exit> {
+    /// Handles every complete frame in `rbuf`; with `hold_publish`, stops before a
+    /// basic.publish method frame and returns true.
+    fn drain_frames(&mut self, rbuf: &mut BytesMut, hold_publish: bool) -> Result<bool, Exit> {
         loop {
+            // A method frame whose payload starts with class 60, method 40.
+            if hold_publish && rbuf.len() >= 11 && rbuf[0] == 1 && rbuf[7..11] == [0, 60, 0, 40] {
+                return Ok(true);
+            }
             let frame = match frame::decode(rbuf, self.frame_max) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(false),
                 Err(e) => {
                     // The stream cannot be resynchronised after a framing error.
                     self.fail(0, e);
@@ -283,7 +286,6 @@ impl Connection {
 
     fn channel_method(&mut self, id: u16, payload: &[u8]) -> Result<(), AmqpError> {
         let (class_id, method_id) = method::ids(payload)?;
-        self.publisher |= (class_id, method_id) == (60, 40);
         if id > self.channel_max {
             return Err(AmqpError::channel_error(format!("channel {id} is above the negotiated channel_max {}", self.channel_max)).on_method(class_id, method_id));
         }

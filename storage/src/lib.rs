@@ -128,9 +128,10 @@ impl QueueStore {
 
     /// Removes an acknowledged message and its delivery mark.
     pub fn remove_message(&self, offset: u64) -> Result<(), StoreError> {
-        self.remove_unmarked_message(offset)?;
+        // Mark first: a crash in between leaves a message without its mark (it comes back
+        // unflagged), never a mark that a later message at this offset would inherit.
         self.delivered.remove(codec::message_key(&self.name, offset))?;
-        Ok(())
+        self.remove_unmarked_message(offset)
     }
 
     /// Removes an acknowledged message the caller knows was never marked delivered (one
@@ -291,7 +292,11 @@ impl Store {
             let mut messages = Vec::new();
             for k in self.db.open_tree(codec::queue_tree_name(&q.name))?.iter().keys() {
                 let offset = codec::offset_of(&k?)?;
-                messages.push(RecoveredMessage { offset, delivered: delivered.contains(&offset) });
+                messages.push(RecoveredMessage { offset, delivered: delivered.remove(&offset) });
+            }
+            // Marks left without their message (an ack cut short by a crash).
+            for offset in delivered {
+                self.delivered.remove(codec::message_key(&q.name, offset))?;
             }
             out.queues.push((q, messages));
         }
