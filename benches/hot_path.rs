@@ -44,7 +44,7 @@ const DELIVER_BATCH: u64 = 1000;
 const PERSISTENT_PROPERTIES: &[u8] = &[0x10, 0x00, 0x02];
 
 fn queue(name: &str) -> Arc<Queue> {
-    Arc::new(Queue::new(name.to_owned(), "/".to_owned(), None, false, FieldTable::default(), None, Arc::new(MemoryMonitor::new(usize::MAX))))
+    Arc::new(Queue::new(name.to_owned(), "/".to_owned(), None, false, FieldTable::default(), None, Arc::new(MemoryMonitor::new(usize::MAX, prometheus::IntGauge::new("alarm", "alarm").expect("gauge")))))
 }
 
 fn exchange(name: &str, kind: ExchangeKind) -> Exchange {

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub messages_confirmed: IntCounter,
     /// Messages acknowledged by consumers.
     pub messages_acknowledged: IntCounter,
+    /// 1 while the memory alarm blocks publishers.
+    pub memory_alarm: IntGauge,
+    /// The memory alarm's watermark, in octets of messages held.
+    pub memory_limit: IntGauge,
 }
 
 impl Metrics {
@@ -44,8 +48,11 @@ impl Metrics {
             let _ = registry.register(Box::new(c.clone()));
             c
         };
-        let connections = IntGauge::new("rabbitmq_connections", "Open client connections").unwrap_or_else(|e| unreachable!("static metric: {e}"));
-        let _ = registry.register(Box::new(connections.clone()));
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
         Metrics {
             connections_opened: counter("rabbitmq_connections_opened_total", "Client connections opened"),
             connections_closed: counter("rabbitmq_connections_closed_total", "Client connections closed"),
@@ -56,7 +63,9 @@ impl Metrics {
             messages_unroutable_returned: counter("rabbitmq_global_messages_unroutable_returned_total", "Unroutable mandatory messages returned"),
             messages_confirmed: counter("rabbitmq_global_messages_confirmed_total", "Messages confirmed to publishers"),
             messages_acknowledged: counter("rabbitmq_global_messages_acknowledged_total", "Messages acknowledged by consumers"),
-            connections,
+            connections: gauge("rabbitmq_connections", "Open client connections"),
+            memory_alarm: gauge("rabbitmq_alarms_memory_used_watermark", "1 while the memory alarm blocks publishers"),
+            memory_limit: gauge("rabbitmq_resident_memory_limit_bytes", "Octets of messages in memory at which publishers are blocked"),
             registry,
         }
     }

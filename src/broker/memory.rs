@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use prometheus::IntGauge;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -18,12 +19,15 @@ pub struct MemoryMonitor {
     used: AtomicUsize,
     high_watermark: usize,
     alarm: watch::Sender<bool>,
+    /// Mirrors the alarm for Prometheus.
+    alarm_gauge: IntGauge,
 }
 
 impl MemoryMonitor {
-    /// A monitor whose alarm goes on at `high_watermark` octets.
-    pub fn new(high_watermark: usize) -> Self {
-        MemoryMonitor { used: AtomicUsize::new(0), high_watermark, alarm: watch::Sender::new(false) }
+    /// A monitor whose alarm goes on at `high_watermark` octets, reported in
+    /// `alarm_gauge`.
+    pub fn new(high_watermark: usize, alarm_gauge: IntGauge) -> Self {
+        MemoryMonitor { used: AtomicUsize::new(0), high_watermark, alarm: watch::Sender::new(false), alarm_gauge }
     }
 
     /// Counts `n` more octets held.
@@ -57,6 +61,7 @@ impl MemoryMonitor {
                 info!(used_bytes = used, high_watermark_bytes = self.high_watermark, "memory alarm cleared: unblocking publishers");
             }
             *on = now;
+            self.alarm_gauge.set(i64::from(now));
             true
         });
     }
@@ -90,12 +95,14 @@ mod tests {
 
     #[test]
     fn the_alarm_follows_the_count_across_the_watermark() {
-        let m = MemoryMonitor::new(100);
+        let gauge = IntGauge::new("alarm", "alarm").expect("gauge");
+        let m = MemoryMonitor::new(100, gauge.clone());
         let rx = m.subscribe();
         m.add(60);
         assert!(!*rx.borrow());
         m.add(40);
         assert!(*rx.borrow(), "at the watermark");
+        assert_eq!(gauge.get(), 1);
         m.add(50);
         m.sub(50);
         assert!(*rx.borrow(), "still at the watermark");

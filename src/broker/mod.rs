@@ -75,7 +75,8 @@ impl Broker {
         let mib = |n: u64| usize::try_from(n.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let queue_memory_limit = mib(config.queue_memory_mb);
         let watermark = if config.memory_high_watermark_mb == 0 { memory::default_high_watermark() } else { mib(config.memory_high_watermark_mb) };
-        let memory = Arc::new(MemoryMonitor::new(watermark));
+        metrics.memory_limit.set(i64::try_from(watermark).unwrap_or(i64::MAX));
+        let memory = Arc::new(MemoryMonitor::new(watermark, metrics.memory_alarm.clone()));
         let mut vhosts = HashMap::new();
         vhosts.insert("/".to_owned(), Arc::new(VHost::open("/", store.clone(), recovered, queue_memory_limit, Arc::clone(&memory))));
         Ok(Broker { config, metrics, memory, vhosts, next_connection_id: AtomicU64::new(1), flusher: Flusher::start(store.clone()), store })

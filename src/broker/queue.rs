@@ -157,19 +157,23 @@ impl Queue {
         self.memory.sub(std::mem::take(&mut st.ready_bytes));
     }
 
-    /// Reads a paged-out message back from the store. A message the store cannot produce
-    /// is logged and skipped.
-    fn load(&self, offset: u64) -> Option<Arc<Message>> {
-        let store = self.store.as_ref()?;
+    /// Reads a paged-out message back from the store: `Ok(None)` (logged) when the store
+    /// no longer has it, so the caller skips it; an error (logged) when the store cannot be
+    /// read, so the caller leaves it in place to try again later.
+    fn load(&self, offset: u64) -> Result<Option<Arc<Message>>, ()> {
+        let Some(store) = self.store.as_ref() else { return Ok(None) };
         match store.get_message(offset) {
-            Ok(Some(m)) => Some(Arc::new(Message { exchange: m.exchange, routing_key: m.routing_key, properties: m.properties, body: m.body, persistent: true })),
+            Ok(Some(m)) => Ok(Some(Arc::new(Message { exchange: m.exchange, routing_key: m.routing_key, properties: m.properties, body: m.body, persistent: true }))),
             Ok(None) => {
                 error!(queue = %self.name, offset, "a paged-out message is missing from the store; skipping it");
-                None
+                let mut marks = self.marks();
+                marks.pending.remove(&offset);
+                marks.written.remove(&offset);
+                Ok(None)
             }
             Err(e) => {
-                error!(queue = %self.name, offset, error = %e, "cannot read a paged-out message from the store; skipping it");
-                None
+                error!(queue = %self.name, offset, error = %e, "cannot read a paged-out message from the store; will retry");
+                Err(())
             }
         }
     }
@@ -312,11 +316,12 @@ impl Queue {
                 Some(msg) => Arc::clone(msg),
                 None if st.consumers.is_empty() => return,
                 None => match self.load(offset) {
-                    Some(msg) => msg,
-                    None => {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => {
                         st.ready.pop_front();
                         continue;
                     }
+                    Err(()) => return,
                 },
             };
             if !self.offer(st, offset, &msg, redelivered) {
@@ -363,7 +368,18 @@ impl Queue {
         loop {
             let r = st.ready.pop_front()?;
             self.forget(&mut st, &r);
-            let Some(msg) = r.msg.or_else(|| self.load(r.offset)) else { continue };
+            let msg = match r.msg {
+                Some(msg) => msg,
+                None => match self.load(r.offset) {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => continue,
+                    Err(()) => {
+                        // Unreadable for now: it stays first in line.
+                        st.ready.push_front(r);
+                        return None;
+                    }
+                },
+            };
             return Some(Got { offset: r.offset, msg, redelivered: r.redelivered, remaining: st.ready.len() as u32 });
         }
     }
