@@ -88,6 +88,8 @@ struct Marks {
     pending: HashSet<u64>,
     /// Marked in the store (so an ack removes the mark too).
     written: HashSet<u64>,
+    /// Settled messages to remove from the store, with whether each was marked.
+    removals: Vec<(u64, bool)>,
 }
 
 /// What happened to an enqueued message.
@@ -197,23 +199,31 @@ impl Queue {
     }
 
     /// Forgets an acknowledged (or dropped) message.
+    /// The store removal waits for [`Self::write_marks`], which applies a tick's removals
+    /// as one batch off the consumer's path (acks are not synchronous in RabbitMQ either).
     pub fn settled(&self, offset: u64, msg: &Message) {
-        let Some(store) = self.store_for(msg) else { return };
+        if self.store_for(msg).is_none() {
+            return;
+        }
         let mut marks = self.marks();
         marks.pending.remove(&offset);
-        let result = if marks.written.remove(&offset) { store.remove_message(offset) } else { store.remove_unmarked_message(offset) };
-        drop(marks);
-        if let Err(e) = result {
-            error!(queue = %self.name, error = %e, "cannot remove an acknowledged message from the store");
-        }
+        let marked = marks.written.remove(&offset);
+        marks.removals.push((offset, marked));
     }
 
-    /// Writes the delivery marks of messages delivered since the last call and still
-    /// unacknowledged. The broker calls this a few times a second and at shutdown.
+    /// Removes the messages settled since the last call from the store, then writes the
+    /// delivery marks of messages delivered since the last call and still unacknowledged.
+    /// The broker calls this every 100 ms and at shutdown.
     pub fn write_marks(&self) {
         let Some(store) = &self.store else { return };
         let mut marks = self.marks();
-        let Marks { pending, written } = &mut *marks;
+        let Marks { pending, written, removals } = &mut *marks;
+        if !removals.is_empty() {
+            if let Err(e) = store.remove_messages(removals) {
+                error!(queue = %self.name, error = %e, "cannot remove acknowledged messages from the store");
+            }
+            removals.clear();
+        }
         for offset in pending.drain() {
             match store.mark_delivered(offset) {
                 Ok(true) => {

@@ -134,6 +134,21 @@ impl QueueStore {
         self.remove_unmarked_message(offset)
     }
 
+    /// Removes acknowledged messages in two batches (marks first, then messages); each
+    /// comes with whether it was marked delivered.
+    pub fn remove_messages(&self, settled: &[(u64, bool)]) -> Result<(), StoreError> {
+        let mut marks = sled::Batch::default();
+        let mut messages = sled::Batch::default();
+        for &(offset, marked) in settled {
+            if marked {
+                marks.remove(codec::message_key(&self.name, offset));
+            }
+            messages.remove(&offset.to_be_bytes());
+        }
+        self.delivered.apply_batch(marks)?;
+        gone_is_ok(self.messages.apply_batch(messages))
+    }
+
     /// Removes an acknowledged message the caller knows was never marked delivered (one
     /// write instead of two).
     pub fn remove_unmarked_message(&self, offset: u64) -> Result<(), StoreError> {

@@ -79,8 +79,14 @@ proptest! {
                 Op::Ack { queue, nth } => {
                     let q = names[queue as usize];
                     let entry = model.get_mut(q).expect("q");
-                    if let Some(&offset) = entry.keys().nth(nth) {
-                        store.queue_store(q).expect("queue store").remove_message(offset).expect("remove");
+                    if let Some((&offset, &(_, delivered))) = entry.iter().nth(nth) {
+                        let qs = store.queue_store(q).expect("queue store");
+                        // Both ways the broker removes: one at a time, and batched.
+                        if nth % 2 == 0 {
+                            qs.remove_message(offset).expect("remove");
+                        } else {
+                            qs.remove_messages(&[(offset, delivered)]).expect("remove batch");
+                        }
                         entry.remove(&offset);
                     }
                 }
