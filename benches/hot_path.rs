@@ -222,6 +222,7 @@ fn bench_deliver(c: &mut Criterion) {
             properties: Bytes::from_static(PERSISTENT_PROPERTIES),
             body: Bytes::from(vec![0x5au8; size]),
             persistent: true,
+            from_store: false,
         };
         // One long-lived buffer, as a connection has: deliveries are appended in batches and
         // the buffer is emptied between batches (outside the timing) through

@@ -16,4 +16,6 @@ pub struct Message {
     pub body: Bytes,
     /// delivery-mode 2.
     pub persistent: bool,
+    /// Read back from the store (a paged-out message of a backlog), not received just now.
+    pub from_store: bool,
 }

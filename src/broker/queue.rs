@@ -165,7 +165,7 @@ impl Queue {
     fn load(&self, offset: u64) -> Result<Option<Arc<Message>>, ()> {
         let Some(store) = self.store.as_ref() else { return Ok(None) };
         match store.get_message(offset) {
-            Ok(Some(m)) => Ok(Some(Arc::new(Message { exchange: m.exchange, routing_key: m.routing_key, properties: m.properties, body: m.body, persistent: true }))),
+            Ok(Some(m)) => Ok(Some(Arc::new(Message { exchange: m.exchange, routing_key: m.routing_key, properties: m.properties, body: m.body, persistent: true, from_store: true }))),
             Ok(None) => {
                 error!(queue = %self.name, offset, "a paged-out message is missing from the store; skipping it");
                 let mut marks = self.marks();
@@ -199,16 +199,24 @@ impl Queue {
     }
 
     /// Forgets an acknowledged (or dropped) message.
-    /// The store removal waits for [`Self::write_marks`], which applies a tick's removals
-    /// as one batch off the consumer's path (acks are not synchronous in RabbitMQ either).
+    /// A message that was delivered from memory (the consumers keep up) is removed from
+    /// the store by [`Self::write_marks`], off the consumer's path (acks are not synchronous
+    /// in RabbitMQ either); one read back from the store (a backlog draining) is removed at
+    /// once, which keeps sled's memory flat while a long backlog drains.
     pub fn settled(&self, offset: u64, msg: &Message) {
-        if self.store_for(msg).is_none() {
-            return;
-        }
+        let Some(store) = self.store_for(msg) else { return };
         let mut marks = self.marks();
         marks.pending.remove(&offset);
         let marked = marks.written.remove(&offset);
-        marks.removals.push((offset, marked));
+        if !msg.from_store {
+            marks.removals.push((offset, marked));
+            return;
+        }
+        drop(marks);
+        let result = if marked { store.remove_message(offset) } else { store.remove_unmarked_message(offset) };
+        if let Err(e) = result {
+            error!(queue = %self.name, error = %e, "cannot remove an acknowledged message from the store");
+        }
     }
 
     /// Removes the messages settled since the last call from the store, then writes the

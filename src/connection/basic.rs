@@ -68,6 +68,7 @@ impl Channel {
             properties,
             body,
             persistent,
+            from_store: false,
         });
         ctx.broker.metrics.messages_received.inc();
         if let Some(c) = self.confirms.as_mut() {

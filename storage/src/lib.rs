@@ -134,19 +134,24 @@ impl QueueStore {
         self.remove_unmarked_message(offset)
     }
 
-    /// Removes acknowledged messages in two batches (marks first, then messages); each
-    /// comes with whether it was marked delivered.
+    /// Removes acknowledged messages, batched (marks first, then messages); each comes
+    /// with whether it was marked delivered.
     pub fn remove_messages(&self, settled: &[(u64, bool)]) -> Result<(), StoreError> {
-        let mut marks = sled::Batch::default();
-        let mut messages = sled::Batch::default();
-        for &(offset, marked) in settled {
-            if marked {
-                marks.remove(codec::message_key(&self.name, offset));
+        // sled frees the node copies a batch makes only when the batch ends: small batches
+        // keep that garbage to a few MiB.
+        for chunk in settled.chunks(REMOVE_BATCH) {
+            let mut marks = sled::Batch::default();
+            let mut messages = sled::Batch::default();
+            for &(offset, marked) in chunk {
+                if marked {
+                    marks.remove(codec::message_key(&self.name, offset));
+                }
+                messages.remove(&offset.to_be_bytes());
             }
-            messages.remove(&offset.to_be_bytes());
+            self.delivered.apply_batch(marks)?;
+            gone_is_ok(self.messages.apply_batch(messages))?;
         }
-        self.delivered.apply_batch(marks)?;
-        gone_is_ok(self.messages.apply_batch(messages))
+        Ok(())
     }
 
     /// Removes an acknowledged message the caller knows was never marked delivered (one
@@ -155,6 +160,9 @@ impl QueueStore {
         gone_is_ok(self.messages.remove(offset.to_be_bytes()).map(drop))
     }
 }
+
+/// Removals per sled batch in [`QueueStore::remove_messages`].
+const REMOVE_BATCH: usize = 64;
 
 /// sled's page cache when the caller does not choose: small, since the broker keeps what
 /// dispatch needs in memory and reads message content once per delivery.
