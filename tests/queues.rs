@@ -448,3 +448,63 @@ async fn deleting_a_queue_cancels_its_consumers() {
     d.ack(BasicAckOptions::default()).await.expect("ack");
     cch.basic_qos(10, BasicQosOptions::default()).await.expect("channel still open after ack");
 }
+
+// ---------------------------------------------------------------------------------------
+// Length limit and message TTL.
+
+/// basic.get bodies until the queue is empty.
+async fn bodies(ch: &Channel, queue: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(b) = get_body(ch, queue).await {
+        out.push(b);
+    }
+    out
+}
+
+#[tokio::test]
+async fn max_length_drops_the_oldest_messages() {
+    let broker = start().await;
+    let (_conn, ch) = broker.channel().await;
+    declare_with(&ch, "capped", QueueDeclareOptions::default(), table(&[("x-max-length", AMQPValue::LongInt(3))])).await.expect("declare");
+    for i in 0..5u8 {
+        publish(&ch, "", "capped", &[i]).await;
+    }
+    assert_eq!(declare_with(&ch, "capped", passive(), FieldTable::default()).await.expect("passive").message_count(), 3);
+    assert_eq!(bodies(&ch, "capped").await, vec![vec![2], vec![3], vec![4]]);
+}
+
+#[tokio::test]
+async fn max_length_with_reject_publish_nacks_what_does_not_fit() {
+    let broker = start().await;
+    let (_conn, ch) = broker.channel().await;
+    let args = table(&[("x-max-length", AMQPValue::LongInt(2)), ("x-overflow", AMQPValue::LongString(LongString::from("reject-publish")))]);
+    declare_with(&ch, "full", QueueDeclareOptions::default(), args).await.expect("declare");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    let mut acked = Vec::new();
+    for i in 0..4u8 {
+        let confirm = ch
+            .basic_publish("".into(), "full".into(), BasicPublishOptions::default(), &[i], lapin::BasicProperties::default())
+            .await
+            .expect("publish");
+        acked.push(within("confirm", confirm).await.expect("confirm").is_ack());
+    }
+    assert_eq!(acked, [true, true, false, false], "the third and fourth publishes are nacked");
+    assert_eq!(bodies(&ch, "full").await, vec![vec![0], vec![1]]);
+}
+
+#[tokio::test]
+async fn messages_expire_after_the_queue_ttl() {
+    let broker = start().await;
+    let (conn, ch) = broker.channel().await;
+    declare_with(&ch, "ttl", QueueDeclareOptions::default(), table(&[("x-message-ttl", AMQPValue::LongInt(200))])).await.expect("declare");
+    publish(&ch, "", "ttl", b"old").await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    publish(&ch, "", "ttl", b"fresh").await;
+    assert_eq!(probe(&conn, "ttl").await, Ok((1, 0)), "the expired message is no longer counted");
+    assert_eq!(bodies(&ch, "ttl").await, vec![b"fresh".to_vec()]);
+    // A consumer present at publish time gets the message whatever the TTL.
+    let cch = conn.create_channel().await.expect("channel");
+    let mut c = consume(&cch, "ttl", "c").await;
+    publish(&ch, "", "ttl", b"taken").await;
+    assert_eq!(next(&mut c).await.data, b"taken");
+}

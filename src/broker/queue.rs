@@ -14,8 +14,9 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use tracing::error;
 use warren_protocol::AmqpError;
 use warren_storage::{QueueStore, StoredMessage};
@@ -23,6 +24,7 @@ use warren_storage::{QueueStore, StoredMessage};
 use crate::broker::consumer::Consumer;
 use crate::broker::memory::MemoryMonitor;
 use crate::broker::message::Message;
+use crate::broker::vhost::as_int;
 
 /// A ready (not yet delivered) message.
 #[derive(Debug, Clone)]
@@ -33,6 +35,54 @@ struct Ready {
     msg: Option<Arc<Message>>,
     /// True once it has been delivered and returned.
     redelivered: bool,
+    /// When it expires (x-message-ttl), in milliseconds since the queue was created;
+    /// `NEVER` without a TTL.
+    expires: u32,
+}
+
+/// `Ready::expires` of a message that does not expire.
+const NEVER: u32 = u32::MAX;
+
+/// What a queue's arguments ask of it (RabbitMQ's x-max-length, x-overflow and
+/// x-message-ttl; validated at declare).
+#[derive(Debug)]
+struct Limits {
+    /// x-max-length: most ready messages.
+    max_length: Option<usize>,
+    /// x-overflow = reject-publish: refuse (nack) new messages at the limit instead of
+    /// dropping the oldest.
+    reject_publish: bool,
+    /// x-message-ttl in milliseconds.
+    ttl_ms: Option<u32>,
+    /// The clock `Ready::expires` counts from.
+    created: Instant,
+}
+
+impl Limits {
+    fn from_arguments(args: &FieldTable) -> Self {
+        let int = |key: &str| args.inner().get(key).and_then(as_int).filter(|n| *n >= 0);
+        let overflow = args.inner().get("x-overflow").and_then(|v| match v {
+            AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
+            AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
+            _ => None,
+        });
+        Limits {
+            max_length: int("x-max-length").map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            reject_publish: overflow.is_some_and(|o| o.starts_with(b"reject-publish")),
+            ttl_ms: int("x-message-ttl").map(|n| u32::try_from(n).unwrap_or(u32::MAX - 1)),
+            created: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the queue was created.
+    fn now(&self) -> u32 {
+        u32::try_from(self.created.elapsed().as_millis()).unwrap_or(NEVER - 1)
+    }
+
+    /// The expiry of a message entering the queue now.
+    fn expiry(&self) -> u32 {
+        self.ttl_ms.map_or(NEVER, |ttl| self.now().saturating_add(ttl).min(NEVER - 1))
+    }
 }
 
 /// A message taken from the queue by basic.get.
@@ -78,6 +128,8 @@ pub struct Queue {
     memory: Arc<MemoryMonitor>,
     /// Delivery marks of stored messages (taken after the queue lock, never before it).
     marks: Mutex<Marks>,
+    /// Length limit and message TTL from the arguments.
+    limits: Limits,
     state: Mutex<QueueState>,
 }
 
@@ -103,6 +155,8 @@ pub enum Enqueued {
     Gone,
     /// The store refused it; the publisher must be nacked.
     Failed,
+    /// The queue is full and its x-overflow is reject-publish; the publisher is nacked.
+    Rejected,
 }
 
 #[derive(Debug, Default)]
@@ -121,11 +175,12 @@ impl Queue {
     /// messages it may keep in memory; `memory` counts what it holds broker-wide.
     pub fn new(name: String, vhost: String, exclusive_owner: Option<u64>, auto_delete: bool, arguments: FieldTable, store: Option<(QueueStore, usize)>, memory: Arc<MemoryMonitor>) -> Self {
         let durable = store.is_some();
+        let limits = Limits::from_arguments(&arguments);
         let (store, memory_limit) = match store {
             Some((store, limit)) => (Some(store), limit),
             None => (None, usize::MAX),
         };
-        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, memory_limit, next_offset: AtomicU64::new(0), memory, marks: Mutex::default(), state: Mutex::new(QueueState::default()) }
+        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, memory_limit, next_offset: AtomicU64::new(0), memory, marks: Mutex::default(), limits, state: Mutex::new(QueueState::default()) }
     }
 
     /// The store, when this queue keeps `msg` on disk.
@@ -138,11 +193,42 @@ impl Queue {
     fn ready_entry(&self, st: &mut QueueState, offset: u64, msg: Arc<Message>, redelivered: bool) -> Ready {
         let size = footprint(&msg);
         if self.store_for(&msg).is_some() && st.ready_bytes + size > self.memory_limit {
-            return Ready { offset, msg: None, redelivered };
+            return Ready { offset, msg: None, redelivered, expires: self.limits.expiry() };
         }
         st.ready_bytes += size;
         self.memory.add(size);
-        Ready { offset, msg: Some(msg), redelivered }
+        Ready { offset, msg: Some(msg), redelivered, expires: self.limits.expiry() }
+    }
+
+    /// Drops a ready entry that leaves without being delivered (expired, pushed out by the
+    /// length limit, purged): its memory, its marks and its stored copy.
+    fn discard(&self, st: &mut QueueState, r: Ready) {
+        self.forget(st, &r);
+        let mut marks = self.marks();
+        marks.pending.remove(&r.offset);
+        marks.written.remove(&r.offset);
+        drop(marks);
+        // A paged-out message is in the store by definition.
+        let stored = r.msg.as_ref().map_or(self.store.as_ref(), |m| self.store_for(m));
+        if let Some(store) = stored {
+            if let Err(e) = store.remove_message(r.offset) {
+                error!(queue = %self.name, error = %e, "cannot drop a message from the store");
+            }
+        }
+    }
+
+    /// Drops expired messages from the head of the queue (RabbitMQ expires messages when
+    /// they reach the head).
+    fn expire(&self, st: &mut QueueState) {
+        if self.limits.ttl_ms.is_none() {
+            return;
+        }
+        let now = self.limits.now();
+        while st.ready.front().is_some_and(|r| r.expires <= now) {
+            if let Some(r) = st.ready.pop_front() {
+                self.discard(st, r);
+            }
+        }
     }
 
     /// Accounts for a ready entry leaving the queue.
@@ -259,7 +345,7 @@ impl Queue {
             if redelivered {
                 marks.written.insert(offset);
             }
-            st.ready.push_back(Ready { offset, msg: None, redelivered });
+            st.ready.push_back(Ready { offset, msg: None, redelivered, expires: self.limits.expiry() });
         }
     }
 
@@ -271,6 +357,13 @@ impl Queue {
     /// dispatches. The store write happens before the queue lock is taken, so publishers
     /// and consumers of a durable queue do not wait on each other's disk work.
     pub fn enqueue(&self, msg: Arc<Message>) -> Enqueued {
+        if let (Some(max), true) = (self.limits.max_length, self.limits.reject_publish) {
+            let mut st = self.lock();
+            self.expire(&mut st);
+            if st.ready.len() >= max {
+                return Enqueued::Rejected;
+            }
+        }
         let offset = self.next_offset.fetch_add(1, Ordering::Relaxed);
         let outcome = match self.store_for(&msg) {
             Some(store) => {
@@ -309,6 +402,14 @@ impl Queue {
             }
             _ => st.ready.push_back(entry),
         }
+        if let Some(max) = self.limits.max_length {
+            // x-overflow drop-head: the oldest messages make room.
+            while st.ready.len() > max {
+                if let Some(r) = st.ready.pop_front() {
+                    self.discard(&mut st, r);
+                }
+            }
+        }
         self.dispatch_locked(&mut st);
         outcome
     }
@@ -328,6 +429,7 @@ impl Queue {
     }
 
     fn dispatch_locked(&self, st: &mut QueueState) {
+        self.expire(st);
         while let Some(front) = st.ready.front() {
             let (offset, redelivered) = (front.offset, front.redelivered);
             let msg = match &front.msg {
@@ -383,6 +485,7 @@ impl Queue {
     /// Takes the next ready message for basic.get, with the count left behind.
     pub fn get(&self) -> Option<Got> {
         let mut st = self.lock();
+        self.expire(&mut st);
         loop {
             let r = st.ready.pop_front()?;
             self.forget(&mut st, &r);
@@ -406,26 +509,17 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut st = self.lock();
         let n = st.ready.len();
-        self.forget_all(&mut st);
-        let mut marks = self.marks();
         for r in std::mem::take(&mut st.ready) {
-            // remove_message below takes a written mark along.
-            marks.pending.remove(&r.offset);
-            marks.written.remove(&r.offset);
-            // A paged-out message is in the store by definition.
-            let stored = r.msg.as_ref().map_or(self.store.as_ref(), |m| self.store_for(m));
-            if let Some(store) = stored {
-                if let Err(e) = store.remove_message(r.offset) {
-                    error!(queue = %self.name, error = %e, "cannot purge a message from the store");
-                }
-            }
+            self.discard(&mut st, r);
         }
         n as u32
     }
 
     /// Ready messages.
     pub fn message_count(&self) -> u32 {
-        self.lock().ready.len() as u32
+        let mut st = self.lock();
+        self.expire(&mut st);
+        st.ready.len() as u32
     }
 
     /// Active consumers.

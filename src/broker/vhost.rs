@@ -626,7 +626,8 @@ fn as_text(v: &AMQPValue) -> Option<&[u8]> {
     }
 }
 
-fn as_int(v: &AMQPValue) -> Option<i64> {
+/// An integer argument's value, whatever its AMQP width.
+pub(crate) fn as_int(v: &AMQPValue) -> Option<i64> {
     match v {
         AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
         AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),

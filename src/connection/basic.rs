@@ -76,18 +76,20 @@ impl Channel {
         }
         let mut queues = std::mem::take(&mut self.route_buf);
         ctx.vhost.route(exchange, &msg, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
-        let (mut delivered, mut stored, mut failed) = (false, false, false);
+        let (mut delivered, mut stored, mut failed, mut rejected) = (false, false, false, false);
         for q in queues.drain(..) {
             match q.enqueue(Arc::clone(&msg)) {
                 Enqueued::Transient => delivered = true,
                 Enqueued::Stored => (delivered, stored) = (true, true),
                 Enqueued::Failed => failed = true,
+                // Refused by a full queue (x-overflow reject-publish): nacked, not returned.
+                Enqueued::Rejected => (delivered, rejected) = (true, true),
                 Enqueued::Gone => {}
             }
         }
         self.route_buf = queues;
         if let Some(c) = self.confirms.as_mut() {
-            if failed {
+            if failed || rejected {
                 c.nacked.push(c.next);
             }
             c.needs_flush |= stored;
