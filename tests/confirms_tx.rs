@@ -15,6 +15,22 @@ use lapin::{BasicProperties, Channel, Connection};
 // Helpers local to this file.
 
 
+/// Declares "q" with one message, and a transactional channel that got it (unacked).
+async fn transaction_holding_a_delivery(conn: &Connection, ch: &Channel) -> (Channel, u64) {
+    declare(ch, "q").await;
+    publish(ch, "", "q", b"m").await;
+    let tch = conn.create_channel().await.expect("channel");
+    tch.tx_select().await.expect("tx.select");
+    let m = within("get", tch.basic_get("q".into(), BasicGetOptions { no_ack: false })).await.expect("basic.get").expect("message");
+    (tch, m.delivery.delivery_tag)
+}
+
+/// Takes "q"'s message back with basic.get; returns its redelivered flag.
+async fn taken_back(ch: &Channel) -> bool {
+    let back = within("requeued", ch.basic_get("q".into(), BasicGetOptions { no_ack: true })).await.expect("basic.get").expect("the message is back");
+    back.delivery.redelivered
+}
+
 async fn ready_count(conn: &Connection, queue: &str) -> u32 {
     let ch = conn.create_channel().await.expect("channel");
     let q = ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.expect("passive declare");
@@ -234,15 +250,10 @@ async fn transactional_acks_take_effect_at_commit() {
 async fn uncommitted_acks_are_undone_when_the_channel_closes() {
     let broker = start().await;
     let (conn, ch) = broker.channel().await;
-    declare(&ch, "q").await;
-    publish(&ch, "", "q", b"m").await;
-    let tch = conn.create_channel().await.unwrap();
-    tch.tx_select().await.expect("tx.select");
-    let m = within("get", tch.basic_get("q".into(), BasicGetOptions { no_ack: false })).await.expect("basic.get").expect("message");
-    m.delivery.ack(BasicAckOptions::default()).await.expect("ack in the transaction");
+    let (tch, tag) = transaction_holding_a_delivery(&conn, &ch).await;
+    tch.basic_ack(tag, BasicAckOptions::default()).await.expect("ack in the transaction");
     tch.close(200, "bye".into()).await.expect("close");
-    let back = within("requeued", ch.basic_get("q".into(), BasicGetOptions { no_ack: true })).await.expect("basic.get").expect("the message is back");
-    assert!(back.delivery.redelivered);
+    assert!(taken_back(&ch).await, "the message comes back redelivered");
 }
 
 /// RabbitMQ takes a transactional ack's tag off the unacked list at once, so acking the
@@ -251,12 +262,7 @@ async fn uncommitted_acks_are_undone_when_the_channel_closes() {
 async fn double_ack_in_a_transaction_is_406_at_once() {
     let broker = start().await;
     let (conn, ch) = broker.channel().await;
-    declare(&ch, "q").await;
-    publish(&ch, "", "q", b"m").await;
-    let tch = conn.create_channel().await.unwrap();
-    tch.tx_select().await.expect("tx.select");
-    let m = within("get", tch.basic_get("q".into(), BasicGetOptions { no_ack: false })).await.expect("basic.get").expect("message");
-    let tag = m.delivery.delivery_tag;
+    let (tch, tag) = transaction_holding_a_delivery(&conn, &ch).await;
     tch.basic_ack(tag, BasicAckOptions::default()).await.expect("first ack");
     let code = close_code(&conn, async {
         tch.basic_ack(tag, BasicAckOptions::default()).await.expect("second ack sent");
@@ -264,8 +270,7 @@ async fn double_ack_in_a_transaction_is_406_at_once() {
     .await;
     assert_eq!(code, 406);
     // Nothing was committed: the message is back in the queue.
-    let back = within("requeued", ch.basic_get("q".into(), BasicGetOptions { no_ack: true })).await.expect("basic.get").expect("the message is back");
-    assert!(back.delivery.redelivered);
+    assert!(taken_back(&ch).await, "the message comes back redelivered");
 }
 
 /// A commit that fails leaves nothing half-done: RabbitMQ rejects the bad ack when it is
@@ -274,13 +279,8 @@ async fn double_ack_in_a_transaction_is_406_at_once() {
 async fn a_failed_transaction_publishes_nothing() {
     let broker = start().await;
     let (conn, ch) = broker.channel().await;
-    declare(&ch, "q").await;
     declare(&ch, "out").await;
-    publish(&ch, "", "q", b"m").await;
-    let tch = conn.create_channel().await.unwrap();
-    tch.tx_select().await.expect("tx.select");
-    let m = within("get", tch.basic_get("q".into(), BasicGetOptions { no_ack: false })).await.expect("basic.get").expect("message");
-    let tag = m.delivery.delivery_tag;
+    let (tch, tag) = transaction_holding_a_delivery(&conn, &ch).await;
     publish(&tch, "", "out", b"published in the transaction").await;
     tch.basic_ack(tag, BasicAckOptions::default()).await.expect("first ack");
     let _ = tch.basic_ack(tag, BasicAckOptions::default()).await;

@@ -110,8 +110,6 @@ pub struct Queue {
     pub name: String,
     /// The vhost it lives in, for error texts.
     pub vhost: String,
-    /// Declared durable.
-    pub durable: bool,
     /// The connection that owns it when declared exclusive.
     pub exclusive_owner: Option<u64>,
     /// Deleted when its last consumer goes.
@@ -174,13 +172,17 @@ impl Queue {
     /// A new, empty queue; `store` is given for a durable one, with the octets of ready
     /// messages it may keep in memory; `memory` counts what it holds broker-wide.
     pub fn new(name: String, vhost: String, exclusive_owner: Option<u64>, auto_delete: bool, arguments: FieldTable, store: Option<(QueueStore, usize)>, memory: Arc<MemoryMonitor>) -> Self {
-        let durable = store.is_some();
         let limits = Limits::from_arguments(&arguments);
         let (store, memory_limit) = match store {
             Some((store, limit)) => (Some(store), limit),
             None => (None, usize::MAX),
         };
-        Queue { name, vhost, durable, exclusive_owner, auto_delete, arguments, store, memory_limit, next_offset: AtomicU64::new(0), memory, marks: Mutex::default(), limits, state: Mutex::new(QueueState::default()) }
+        Queue { name, vhost, exclusive_owner, auto_delete, arguments, store, memory_limit, next_offset: AtomicU64::new(0), memory, marks: Mutex::default(), limits, state: Mutex::new(QueueState::default()) }
+    }
+
+    /// Declared durable (durable queues, and only they, have a store).
+    pub fn durable(&self) -> bool {
+        self.store.is_some()
     }
 
     /// The store, when this queue keeps `msg` on disk.

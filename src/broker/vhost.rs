@@ -107,7 +107,7 @@ fn decode_table(raw: &[u8]) -> Option<FieldTable> {
 
 fn binding_record(source: &Exchange, destination: &Destination, routing_key: &str, arguments: &FieldTable) -> Option<BindingRecord> {
     let (name, durable, is_exchange) = match destination {
-        Destination::Queue(q) => (q.name.clone(), q.durable, false),
+        Destination::Queue(q) => (q.name.clone(), q.durable(), false),
         Destination::Exchange(x) => (x.name.clone(), x.durable, true),
     };
     (source.durable && durable).then(|| BindingRecord {
@@ -357,8 +357,8 @@ impl VHost {
                     spec.name, self.name
                 ))
             };
-            if existing.durable != spec.durable {
-                return Err(mismatch("durable", flag(spec.durable), flag(existing.durable)));
+            if existing.durable() != spec.durable {
+                return Err(mismatch("durable", flag(spec.durable), flag(existing.durable())));
             }
             if existing.auto_delete != spec.auto_delete {
                 return Err(mismatch("auto_delete", flag(spec.auto_delete), flag(existing.auto_delete)));
@@ -422,7 +422,7 @@ impl VHost {
         // Stop the queue first, so nothing reads or marks its messages while the store
         // drops them.
         let (count, consumers) = queue.mark_deleted();
-        if queue.durable {
+        if queue.durable() {
             if let Err(e) = self.store.delete_queue(&queue.name) {
                 warn!(queue = %queue.name, error = %e, "cannot delete a queue from the store");
             }
@@ -551,7 +551,7 @@ impl VHost {
 
     /// Writes pending delivery marks of every durable queue (see [`Queue::write_marks`]).
     pub fn write_marks(&self) {
-        let queues: Vec<Arc<Queue>> = self.queues.read().unwrap_or_else(|p| p.into_inner()).values().filter(|q| q.durable).cloned().collect();
+        let queues: Vec<Arc<Queue>> = self.queues.read().unwrap_or_else(|p| p.into_inner()).values().filter(|q| q.durable()).cloned().collect();
         for q in queues {
             q.write_marks();
         }
