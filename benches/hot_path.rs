@@ -23,7 +23,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use warren::broker::exchange::{Destination, Exchange, ExchangeKind};
 use warren::broker::memory::MemoryMonitor;
 use warren::broker::message::Message;
-use warren::broker::queue::Queue;
+use warren::broker::queue::args::{DeclareFlags, QueueArgs};
+use warren::broker::queue::{Queue, QueueSetup};
 use warren::outbound::Outbound;
 use warren_protocol::content::{Assembler, Content};
 use warren_protocol::frame::{self, Frame};
@@ -44,7 +45,18 @@ const DELIVER_BATCH: u64 = 1000;
 const PERSISTENT_PROPERTIES: &[u8] = &[0x10, 0x00, 0x02];
 
 fn queue(name: &str) -> Arc<Queue> {
-    Arc::new(Queue::new(name.to_owned(), "/".to_owned(), None, false, FieldTable::default(), None, Arc::new(MemoryMonitor::new(usize::MAX, prometheus::IntGauge::new("alarm", "alarm").expect("gauge")))))
+    let flags = DeclareFlags { durable: false, exclusive: false, auto_delete: false, server_named: false };
+    Queue::create(QueueSetup {
+        name: name.to_owned(),
+        vhost: std::sync::Weak::new(),
+        vhost_name: "/".to_owned(),
+        exclusive_owner: None,
+        auto_delete: false,
+        arguments: FieldTable::default(),
+        args: QueueArgs::parse(&FieldTable::default(), name, "/", flags).expect("no arguments"),
+        store: None,
+        memory: Arc::new(MemoryMonitor::new(usize::MAX, prometheus::IntGauge::new("alarm", "alarm").expect("gauge"))),
+    })
 }
 
 fn exchange(name: &str, kind: ExchangeKind) -> Exchange {
@@ -223,6 +235,8 @@ fn bench_deliver(c: &mut Criterion) {
             body: Bytes::from(vec![0x5au8; size]),
             persistent: true,
             from_store: false,
+            priority: 0,
+            ttl: None,
         };
         // One long-lived buffer, as a connection has: deliveries are appended in batches and
         // the buffer is emptied between batches (outside the timing) through

@@ -6,6 +6,8 @@
 //! headers exchange); [`PropertiesView::parse`] finds them and validates the rest.
 
 use crate::table::{skip_table, TableError};
+use amq_protocol::frame::WriteContext;
+use amq_protocol::protocol::basic::{gen_properties, parse_properties, AMQPProperties};
 use amq_protocol::types::{parsing::parse_field_table, FieldTable};
 
 const CONTENT_TYPE: u16 = 1 << 15;
@@ -126,6 +128,52 @@ impl<'a> PropertiesView<'a> {
     }
 }
 
+/// Decodes every property, for the rare paths that rewrite them (dead-lettering, a quorum
+/// queue's delivery count). `raw` must have passed [`PropertiesView::parse`], which bounds
+/// the nesting of its headers before amq-protocol's recursive parser sees them.
+pub fn decode(raw: &[u8]) -> Option<AMQPProperties> {
+    PropertiesView::parse(raw).ok()?;
+    parse_properties(raw).ok().map(|(_, p)| p)
+}
+
+/// Encodes properties (flags and values) as a content header carries them.
+pub fn encode(p: &AMQPProperties) -> Vec<u8> {
+    gen_properties(p)(WriteContext::from(Vec::new())).map(|c| c.write).unwrap_or_else(|_| vec![0, 0])
+}
+
+/// RabbitMQ's bound on a per-message TTL, in milliseconds (ten years).
+pub const MAX_EXPIRATION: u64 = 315_360_000_000;
+
+/// A per-message TTL (`expiration`) in milliseconds, parsed as RabbitMQ parses it (Erlang's
+/// `string:to_integer` on the whole value). The error is RabbitMQ's reason, as its
+/// 406 text prints it: `no_integer`, `{leftover_string,"…"}`, `{value_negative,N}`,
+/// `{value_too_large,N}`.
+pub fn parse_expiration(raw: &[u8]) -> Result<u64, String> {
+    let (negative, digits_from) = match raw.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        _ => (false, 0),
+    };
+    let digits = raw[digits_from..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return Err("no_integer".to_owned());
+    }
+    let end = digits_from + digits;
+    if end < raw.len() {
+        return Err(format!("{{leftover_string,\"{}\"}}", String::from_utf8_lossy(&raw[end..])));
+    }
+    // Digits only from here; a value too long for u64 is too large anyway.
+    let text = std::str::from_utf8(&raw[digits_from..end]).unwrap_or("0");
+    let value: u128 = text.parse().unwrap_or(u128::MAX);
+    if negative && value != 0 {
+        return Err(format!("{{value_negative,-{text}}}"));
+    }
+    match u64::try_from(value) {
+        Ok(v) if v <= MAX_EXPIRATION => Ok(v),
+        _ => Err(format!("{{value_too_large,{text}}}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +215,20 @@ mod tests {
         for cut in 2..raw.len() {
             assert!(PropertiesView::parse(&raw[..cut]).is_err(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn expiration_is_parsed_like_rabbitmq() {
+        assert_eq!(parse_expiration(b"60000"), Ok(60000));
+        assert_eq!(parse_expiration(b"+5"), Ok(5));
+        assert_eq!(parse_expiration(b"0"), Ok(0));
+        assert_eq!(parse_expiration(b"abc").unwrap_err(), "no_integer");
+        assert_eq!(parse_expiration(b"").unwrap_err(), "no_integer");
+        assert_eq!(parse_expiration(b"10abc").unwrap_err(), "{leftover_string,\"abc\"}");
+        assert_eq!(parse_expiration(b"1.5").unwrap_err(), "{leftover_string,\".5\"}");
+        assert_eq!(parse_expiration(b"-1").unwrap_err(), "{value_negative,-1}");
+        assert_eq!(parse_expiration(b"315360000001").unwrap_err(), "{value_too_large,315360000001}");
+        assert_eq!(parse_expiration(b"99999999999999999999999").unwrap_err(), "{value_too_large,99999999999999999999999}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::broker::message::Message;
+use crate::broker::queue::ready::EntryMeta;
 use crate::broker::queue::Queue;
 use crate::outbound::Outbound;
 
@@ -41,7 +42,7 @@ impl Consumer {
 
     /// Delivers `msg` if this consumer and its channel have room; `false` if blocked (by
     /// prefetch, channel.flow, a congested socket, or a closed channel).
-    pub fn try_deliver(self: &Arc<Self>, offset: u64, msg: &Arc<Message>, redelivered: bool) -> bool {
+    pub fn try_deliver(self: &Arc<Self>, offset: u64, msg: &Arc<Message>, meta: EntryMeta) -> bool {
         let mut state = self.channel.lock();
         if state.closed || !state.flow_active {
             return false;
@@ -68,12 +69,49 @@ impl Consumer {
                 queue: Arc::clone(&self.queue),
                 offset,
                 msg: Arc::clone(msg),
+                meta,
                 consumer: Some(Arc::clone(self)),
             });
         }
-        self.channel.outbound.deliver(self.channel.id, &self.tag, tag, redelivered, msg);
+        self.channel.outbound.deliver(self.channel.id, &self.tag, tag, meta.redelivered, msg);
         true
     }
+}
+
+/// Checks `basic.consume` arguments as RabbitMQ 3.13 does for the queue's type: an
+/// argument of another queue type, a bad value, or one Warren does not act on is 406 naming
+/// it; names RabbitMQ does not know are ignored.
+pub fn check_arguments(args: &amq_protocol::types::FieldTable, queue: &Queue) -> Result<(), warren_protocol::AmqpError> {
+    use crate::broker::queue::args::{type_name, QueueType};
+    use amq_protocol::types::AMQPValue;
+    let rs = format!("queue '{}' in vhost '{}'", queue.name, queue.vhost);
+    for (key, value) in args {
+        let key = key.as_str();
+        let other_type = || {
+            let module = match queue.args.kind {
+                QueueType::Classic => "rabbit_classic_queue",
+                QueueType::Quorum => "rabbit_quorum_queue",
+            };
+            warren_protocol::AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs} of queue type {module}"))
+        };
+        match key {
+            // A mirroring-era flag that means nothing on one node.
+            "x-cancel-on-ha-failover" if queue.args.kind == QueueType::Classic => {
+                if !matches!(value, AMQPValue::Boolean(_)) {
+                    return Err(warren_protocol::AmqpError::precondition_failed(format!(
+                        "invalid arg '{key}' for {rs}: {{unacceptable_type,{}}}",
+                        type_name(value)
+                    )));
+                }
+            }
+            "x-cancel-on-ha-failover" | "x-stream-offset" | "x-stream-filter" | "x-stream-match-unfiltered" => return Err(other_type()),
+            "x-priority" | "x-credit" => {
+                return Err(warren_protocol::AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs}: not implemented by Warren")));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A delivered, unacknowledged message.
@@ -87,6 +125,8 @@ pub struct Unacked {
     pub offset: u64,
     /// The message.
     pub msg: Arc<Message>,
+    /// What its queue knew about it (it goes back with it on requeue).
+    pub meta: EntryMeta,
     /// The consumer it went to (None for basic.get).
     pub consumer: Option<Arc<Consumer>>,
 }

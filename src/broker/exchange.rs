@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use warren_protocol::AmqpError;
 
 use crate::broker::headers::HeadersBinding;
@@ -128,6 +128,9 @@ pub struct Exchange {
     pub internal: bool,
     /// The declare arguments.
     pub arguments: FieldTable,
+    /// The `alternate-exchange` argument: where a message goes that this exchange routes
+    /// nowhere.
+    pub alternate: Option<String>,
     bindings: RwLock<Bindings>,
 }
 
@@ -140,7 +143,12 @@ impl Exchange {
             ExchangeKind::Topic => Index::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Index::Headers(Vec::new()),
         };
-        Exchange { name, kind, durable, auto_delete, internal, arguments, bindings: RwLock::new(Bindings { list: Vec::new(), index }) }
+        let alternate = match arguments.inner().get("alternate-exchange") {
+            Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
+            _ => None,
+        };
+        Exchange { name, kind, durable, auto_delete, internal, arguments, alternate, bindings: RwLock::new(Bindings { list: Vec::new(), index }) }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Bindings> {

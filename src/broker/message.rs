@@ -1,4 +1,5 @@
-//! A published message, shared by every queue it was routed to and every delivery of it.
+//! A published message, shared by every queue it was routed to and every delivery of it,
+//! and the broker's clock for message deadlines.
 
 use bytes::Bytes;
 
@@ -18,4 +19,14 @@ pub struct Message {
     pub persistent: bool,
     /// Read back from the store (a paged-out message of a backlog), not received just now.
     pub from_store: bool,
+    /// The priority property (0 without one).
+    pub priority: u8,
+    /// The expiration property: a per-message TTL in milliseconds.
+    pub ttl: Option<u64>,
+}
+
+/// Milliseconds since the Unix epoch: deadlines are absolute, so they survive a restart,
+/// and 64-bit, so they never saturate.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

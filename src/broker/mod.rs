@@ -4,6 +4,7 @@
 //! frame buffers of the channels it delivers to.
 
 pub mod consumer;
+pub mod dead_letter;
 pub mod durability;
 pub mod exchange;
 pub mod headers;
@@ -78,7 +79,7 @@ impl Broker {
         metrics.memory_limit.set(i64::try_from(watermark).unwrap_or(i64::MAX));
         let memory = Arc::new(MemoryMonitor::new(watermark, metrics.memory_alarm.clone()));
         let mut vhosts = HashMap::new();
-        vhosts.insert("/".to_owned(), Arc::new(VHost::open("/", store.clone(), recovered, queue_memory_limit, Arc::clone(&memory))));
+        vhosts.insert("/".to_owned(), VHost::open("/", store.clone(), recovered, queue_memory_limit, Arc::clone(&memory)));
         Ok(Broker { config, metrics, memory, vhosts, next_connection_id: AtomicU64::new(1), flusher: Flusher::start(store.clone()), store })
     }
 

@@ -2,10 +2,12 @@
 //! delete, bind, unbind with RabbitMQ's rules and reply codes) and routing.
 //!
 //! Topology changes are serialised by one lock per vhost, as RabbitMQ serialises them per
-//! entity; routing only takes read locks, so publishers never wait on each other.
+//! entity; routing only takes read locks, so publishers never wait on each other. Dead
+//! letters that queues give up are routed here too ([`VHost::dead_letter`]), iteratively.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use amq_protocol::frame::WriteContext;
 use amq_protocol::types::generation::gen_field_table;
@@ -16,25 +18,11 @@ use warren_protocol::{AmqpError, ReplyCode};
 use warren_storage::{BindingRecord, ExchangeRecord, QueueRecord, Recovered, Store, StoreError};
 
 use crate::broker::consumer::Consumer;
+use crate::broker::dead_letter::{self, DeadLetter};
 use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
 use crate::broker::memory::MemoryMonitor;
-use crate::broker::message::Message;
-use crate::broker::queue::Queue;
-
-/// The arguments that decide whether two queue declarations are equivalent (RabbitMQ
-/// compares these and ignores others).
-const QUEUE_EQUIVALENCE_ARGS: &[&str] = &[
-    "x-expires",
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-queue-mode",
-    "x-queue-type",
-];
+use crate::broker::queue::args::{as_int, as_text, type_name, DeclareFlags, QueueArgs};
+use crate::broker::queue::{Queue, QueueSetup};
 
 /// What `exchange.declare` asks for.
 #[derive(Debug, Clone)]
@@ -75,6 +63,8 @@ pub struct QueueSpec {
 pub struct VHost {
     /// Its name.
     pub name: String,
+    /// This vhost, handed to its queues (they dead-letter into it).
+    me: Weak<VHost>,
     exchanges: RwLock<HashMap<String, Arc<Exchange>>>,
     queues: RwLock<HashMap<String, Arc<Queue>>>,
     /// Serialises topology changes.
@@ -132,13 +122,13 @@ impl VHost {
     /// durable entities and messages recovered from `store`.
     /// Each durable queue keeps up to `queue_memory_limit` octets of ready messages in
     /// memory and pages the rest out to the store.
-    pub fn open(name: &str, store: Store, recovered: Recovered, queue_memory_limit: usize, memory: Arc<MemoryMonitor>) -> Self {
-        let vhost = Self::new(name, store, queue_memory_limit, memory);
+    pub fn open(name: &str, store: Store, recovered: Recovered, queue_memory_limit: usize, memory: Arc<MemoryMonitor>) -> Arc<Self> {
+        let vhost = Arc::new_cyclic(|me| Self::new(name, me.clone(), store, queue_memory_limit, memory));
         vhost.restore(recovered);
         vhost
     }
 
-    fn restore(&self, recovered: Recovered) {
+    fn restore(&self, mut recovered: Recovered) {
         let mut exchanges = self.exchanges.write().unwrap_or_else(|p| p.into_inner());
         for x in recovered.exchanges {
             let (Some(kind), Some(arguments)) = (ExchangeKind::parse(&x.kind), decode_table(&x.arguments)) else {
@@ -154,6 +144,14 @@ impl VHost {
                 warn!(queue = %q.name, "skipping a damaged queue record");
                 continue;
             };
+            let flags = DeclareFlags { durable: true, exclusive: false, auto_delete: q.auto_delete, server_named: false };
+            let args = match QueueArgs::parse(&arguments, &q.name, &self.name, flags) {
+                Ok(args) => args,
+                Err(e) => {
+                    warn!(queue = %q.name, error = %e, "skipping a queue whose stored arguments are invalid");
+                    continue;
+                }
+            };
             let store = match self.store.queue_store(&q.name) {
                 Ok(store) => store,
                 Err(e) => {
@@ -161,8 +159,18 @@ impl VHost {
                     continue;
                 }
             };
-            let queue = Arc::new(Queue::new(q.name.clone(), self.name.clone(), None, q.auto_delete, arguments, Some((store, self.queue_memory_limit)), Arc::clone(&self.memory)));
-            queue.restore(messages.into_iter().map(|m| (m.offset, m.delivered)));
+            let queue = Queue::create(QueueSetup {
+                name: q.name.clone(),
+                vhost: self.me.clone(),
+                vhost_name: self.name.clone(),
+                exclusive_owner: None,
+                auto_delete: q.auto_delete,
+                arguments,
+                args,
+                store: Some((store, self.queue_memory_limit)),
+                memory: Arc::clone(&self.memory),
+            });
+            queue.restore(messages, recovered.last_used.remove(&q.name));
             queues.insert(q.name, queue);
         }
         drop(queues);
@@ -184,7 +192,7 @@ impl VHost {
         }
     }
 
-    fn new(name: &str, store: Store, queue_memory_limit: usize, memory: Arc<MemoryMonitor>) -> Self {
+    fn new(name: &str, me: Weak<VHost>, store: Store, queue_memory_limit: usize, memory: Arc<MemoryMonitor>) -> Self {
         let mut exchanges = HashMap::new();
         for (xname, kind) in [
             ("", ExchangeKind::Direct),
@@ -196,7 +204,7 @@ impl VHost {
         ] {
             exchanges.insert(xname.to_owned(), Arc::new(Exchange::new(xname.to_owned(), kind, true, false, false, FieldTable::default())));
         }
-        VHost { name: name.to_owned(), exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store, queue_memory_limit, memory }
+        VHost { name: name.to_owned(), me, exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store, queue_memory_limit, memory }
     }
 
     fn serialise(&self) -> MutexGuard<'_, ()> {
@@ -234,7 +242,7 @@ impl VHost {
         let Some(kind) = ExchangeKind::parse(&spec.kind) else {
             return Err(AmqpError::command_invalid(format!("unknown exchange type '{}'", spec.kind)));
         };
-        validate_exchange_args(&spec.arguments)?;
+        validate_exchange_args(&spec.arguments, &spec.name, &self.name)?;
         let _topology = self.serialise();
         if let Some(existing) = self.exchange(&spec.name) {
             let mismatch = |arg: &str, received: &str, current: &str| {
@@ -341,7 +349,7 @@ impl VHost {
         if reserved(&spec.name) && !spec.server_named {
             return Err(AmqpError::access_refused(format!("queue name '{}' contains reserved prefix 'amq.*'", spec.name)));
         }
-        validate_queue_args(&spec.arguments, &spec.name, &self.name)?;
+        let flags = DeclareFlags { durable: spec.durable, exclusive: spec.exclusive_owner.is_some(), auto_delete: spec.auto_delete, server_named: spec.server_named };
         // RabbitMQ never makes an exclusive queue durable: it dies with its connection.
         let spec = QueueSpec { durable: spec.durable && spec.exclusive_owner.is_none(), ..spec };
         let _topology = self.serialise();
@@ -353,25 +361,30 @@ impl VHost {
             }
             let mismatch = |arg: &str, received: &str, current: &str| {
                 AmqpError::precondition_failed(format!(
-                    "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received '{received}' but current is '{current}'",
+                    "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received {received} but current is {current}",
                     spec.name, self.name
                 ))
             };
+            let quoted = |b: bool| format!("'{}'", flag(b));
             if existing.durable() != spec.durable {
-                return Err(mismatch("durable", flag(spec.durable), flag(existing.durable())));
+                return Err(mismatch("durable", &quoted(spec.durable), &quoted(existing.durable())));
             }
             if existing.auto_delete != spec.auto_delete {
-                return Err(mismatch("auto_delete", flag(spec.auto_delete), flag(existing.auto_delete)));
+                return Err(mismatch("auto_delete", &quoted(spec.auto_delete), &quoted(existing.auto_delete)));
             }
-            for key in QUEUE_EQUIVALENCE_ARGS {
-                let received = spec.arguments.inner().get(*key);
-                let current = existing.arguments.inner().get(*key);
-                if !equivalent_arg(received, current) {
+            // Only the arguments of the existing queue's type count; values are not
+            // validated again on a redeclare.
+            for key in existing.args.equivalence_keys() {
+                let received = spec.arguments.inner().get(key);
+                let current = existing.arguments.inner().get(key);
+                if !equivalent_arg(key, received, current) {
                     return Err(mismatch(key, &show(received), &show(current)));
                 }
             }
             return Ok(existing);
         }
+        // Validated only for a new queue, as RabbitMQ does.
+        let args = QueueArgs::parse(&spec.arguments, &spec.name, &self.name, flags)?;
         let store = if spec.durable {
             // Messages a crash left from an earlier queue of this name are not the new one's.
             self.store.drop_messages(&spec.name).map_err(store_failed)?;
@@ -383,7 +396,17 @@ impl VHost {
         } else {
             None
         };
-        let queue = Arc::new(Queue::new(spec.name.clone(), self.name.clone(), spec.exclusive_owner, spec.auto_delete, spec.arguments, store, Arc::clone(&self.memory)));
+        let queue = Queue::create(QueueSetup {
+            name: spec.name.clone(),
+            vhost: self.me.clone(),
+            vhost_name: self.name.clone(),
+            exclusive_owner: spec.exclusive_owner,
+            auto_delete: spec.auto_delete,
+            arguments: spec.arguments,
+            args,
+            store,
+            memory: Arc::clone(&self.memory),
+        });
         self.queues.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&queue));
         // Every queue is bound to the default exchange by its name; routing through ""
         // looks the queue up directly instead of keeping that binding.
@@ -509,17 +532,28 @@ impl VHost {
     }
 
     /// The queues a message published to `exchange` reaches, each once, following
-    /// exchange-to-exchange bindings (each exchange visited once). `dests` is scratch space
-    /// the caller keeps between messages, so routing allocates nothing once it has grown.
-    pub fn route(&self, exchange: &Arc<Exchange>, msg: &Message, headers: &mut dyn FnMut() -> Option<FieldTable>, dests: &mut Vec<Destination>, queues: &mut Vec<Arc<Queue>>) {
+    /// exchange-to-exchange bindings (each exchange visited once) and, for an exchange that
+    /// routes it nowhere, that exchange's alternate exchange (RabbitMQ's rule: an alternate
+    /// chain ends at an exchange already visited or one that does not exist). `dests` is
+    /// scratch space the caller keeps between messages, so routing allocates nothing once
+    /// it has grown.
+    pub fn route(&self, exchange: &Arc<Exchange>, routing_key: &str, headers: &mut dyn FnMut() -> Option<FieldTable>, dests: &mut Vec<Destination>, queues: &mut Vec<Arc<Queue>>) {
         if exchange.name.is_empty() {
-            if let Some(q) = self.queue(&msg.routing_key) {
-                queues.push(q);
+            if let Some(q) = self.queue(routing_key) {
+                if !queues.iter().any(|x| Arc::ptr_eq(x, &q)) {
+                    queues.push(q);
+                }
             }
             return;
         }
         dests.clear();
-        exchange.route(&msg.routing_key, headers, dests);
+        exchange.route(routing_key, headers, dests);
+        if dests.is_empty() {
+            match self.alternate_of(exchange) {
+                Some(ae) => dests.push(Destination::Exchange(ae)),
+                None => return,
+            }
+        }
         if dests.iter().all(|d| matches!(d, Destination::Queue(_))) {
             // The common case: no exchange-to-exchange bindings on the way.
             for d in dests.drain(..) {
@@ -541,11 +575,83 @@ impl VHost {
                 }
                 Destination::Exchange(x) => {
                     if !visited.iter().any(|v| Arc::ptr_eq(v, &x)) {
-                        x.route(&msg.routing_key, headers, dests);
+                        let before = dests.len();
+                        x.route(routing_key, headers, dests);
+                        if dests.len() == before {
+                            if let Some(ae) = self.alternate_of(&x) {
+                                dests.push(Destination::Exchange(ae));
+                            }
+                        }
                         visited.push(x);
                     }
                 }
             }
+        }
+    }
+
+    /// The alternate exchange of `exchange`, if it names one that exists.
+    fn alternate_of(&self, exchange: &Exchange) -> Option<Arc<Exchange>> {
+        exchange.alternate.as_deref().and_then(|name| self.exchange(name))
+    }
+
+    /// Routes messages that queues gave up to their dead-letter exchanges. A queue that
+    /// receives one may give up others (a length limit, a TTL of 0); those join the same
+    /// loop instead of recursing, so a chain of queues of any length costs no stack.
+    /// RabbitMQ's cycle rule drops a message that would die in the same queue again with
+    /// no rejection in between; a dead-letter exchange that does not exist drops it.
+    pub fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        thread_local! {
+            /// Dead letters produced while this thread is already routing some.
+            static PENDING: RefCell<Option<Vec<DeadLetter>>> = const { RefCell::new(None) };
+        }
+        let first = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            match p.as_mut() {
+                Some(pending) => {
+                    pending.extend(letters);
+                    None
+                }
+                None => {
+                    *p = Some(Vec::new());
+                    Some(letters)
+                }
+            }
+        });
+        let Some(mut work) = first else { return };
+        /// Ends the loop's claim on this thread however it ends (a panic included).
+        struct Claim;
+        impl Drop for Claim {
+            fn drop(&mut self) {
+                PENDING.with(|p| *p.borrow_mut() = None);
+            }
+        }
+        let _claim = Claim;
+        let (mut dests, mut queues) = (Vec::new(), Vec::new());
+        while !work.is_empty() {
+            for letter in work.drain(..) {
+                self.route_dead_letter(&letter, &mut dests, &mut queues);
+            }
+            work = PENDING.with(|p| p.borrow_mut().as_mut().map(std::mem::take).unwrap_or_default());
+        }
+    }
+
+    fn route_dead_letter(&self, letter: &DeadLetter, dests: &mut Vec<Destination>, queues: &mut Vec<Arc<Queue>>) {
+        let Some(exchange) = self.exchange(&letter.target.exchange) else {
+            warn!(queue = %letter.queue, exchange = %letter.target.exchange, "dead-letter exchange does not exist; message dropped");
+            return;
+        };
+        let out = dead_letter::rewrite(letter);
+        let view = warren_protocol::properties::PropertiesView::parse(&out.msg.properties).unwrap_or_default();
+        queues.clear();
+        for key in &out.routing_keys {
+            self.route(&exchange, key, &mut || view.headers_table(), dests, queues);
+        }
+        for q in queues.drain(..) {
+            if dead_letter::is_cycle(&out.deaths, &q.name) {
+                warn!(queue = %q.name, "dead-letter cycle; message dropped");
+                continue;
+            }
+            q.enqueue(Arc::clone(&out.msg));
         }
     }
 
@@ -590,22 +696,26 @@ fn cancel_consumer(consumer: &Arc<Consumer>) {
     }
 }
 
-/// A queue argument as an error text shows it.
+/// A queue argument as RabbitMQ's inequivalence text shows it.
 fn show(v: Option<&AMQPValue>) -> String {
-    match v {
-        None => "none".to_owned(),
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
-        Some(v) => match as_int(v) {
-            Some(n) => n.to_string(),
-            None => format!("{v:?}"),
+    let Some(v) = v else { return "none".to_owned() };
+    let value = match (as_text(v), as_int(v)) {
+        (Some(t), _) => String::from_utf8_lossy(t).into_owned(),
+        (_, Some(n)) => n.to_string(),
+        _ => match v {
+            AMQPValue::Boolean(b) => b.to_string(),
+            other => format!("{other:?}"),
         },
-    }
+    };
+    format!("the value '{value}' of type '{}'", type_name(v))
 }
 
 /// RabbitMQ compares queue arguments by value: integers of any width are equal when their
-/// values are, and a short string equals the same long string.
-fn equivalent_arg(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
+/// values are, a short string equals the same long string, and a missing `x-queue-type`
+/// equals `classic`.
+fn equivalent_arg(key: &str, a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
+    let classic = AMQPValue::LongString("classic".into());
+    let (a, b) = if key == "x-queue-type" { (a.or(Some(&classic)), b.or(Some(&classic))) } else { (a, b) };
     match (a, b) {
         (Some(a), Some(b)) => match (as_int(a), as_int(b)) {
             (Some(x), Some(y)) => x == y,
@@ -618,66 +728,13 @@ fn equivalent_arg(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
     }
 }
 
-fn as_text(v: &AMQPValue) -> Option<&[u8]> {
-    match v {
-        AMQPValue::LongString(s) => Some(s.as_bytes()),
-        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
-        _ => None,
+/// RabbitMQ validates one exchange argument, `alternate-exchange`, and ignores the others.
+fn validate_exchange_args(args: &FieldTable, exchange: &str, vhost: &str) -> Result<(), AmqpError> {
+    match args.inner().get("alternate-exchange") {
+        Some(v) if as_text(v).is_none() => Err(AmqpError::precondition_failed(format!(
+            "invalid type '{}' for arg 'alternate-exchange' in exchange '{exchange}' in vhost '{vhost}'",
+            type_name(v)
+        ))),
+        _ => Ok(()),
     }
-}
-
-/// An integer argument's value, whatever its AMQP width.
-pub(crate) fn as_int(v: &AMQPValue) -> Option<i64> {
-    match v {
-        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongLongInt(n) => Some(*n),
-        _ => None,
-    }
-}
-
-/// Type-checks the queue arguments RabbitMQ validates (406 on a bad value).
-fn validate_queue_args(args: &FieldTable, queue: &str, vhost: &str) -> Result<(), AmqpError> {
-    for (key, value) in args.inner() {
-        let bad = |why: String| {
-            AmqpError::precondition_failed(format!("invalid arg '{}' for queue '{queue}' in vhost '{vhost}': {why}", key.as_str()))
-        };
-        match key.as_str() {
-            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" => match as_int(value) {
-                Some(n) if n >= 0 => {}
-                Some(n) => return Err(bad(format!("{{value_negative,{n}}}"))),
-                None => return Err(bad(format!("{{unacceptable_type,{value:?}}}"))),
-            },
-            "x-expires" => match as_int(value) {
-                Some(n) if n > 0 => {}
-                Some(n) => return Err(bad(format!("{{value_zero_or_negative,{n}}}"))),
-                None => return Err(bad(format!("{{unacceptable_type,{value:?}}}"))),
-            },
-            "x-max-priority" => match as_int(value) {
-                Some(n) if (0..=255).contains(&n) => {}
-                Some(n) => return Err(bad(format!("{{value_out_of_range,{n}}}"))),
-                None => return Err(bad(format!("{{unacceptable_type,{value:?}}}"))),
-            },
-            "x-dead-letter-exchange" | "x-dead-letter-routing-key" | "x-overflow" | "x-queue-mode" | "x-queue-type"
-                if as_text(value).is_none() =>
-            {
-                return Err(bad(format!("{{unacceptable_type,{value:?}}}")));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn validate_exchange_args(args: &FieldTable) -> Result<(), AmqpError> {
-    if let Some(v) = args.inner().get("alternate-exchange") {
-        if !matches!(v, AMQPValue::LongString(_) | AMQPValue::ShortString(_)) {
-            return Err(AmqpError::precondition_failed("invalid arg 'alternate-exchange': expected a string"));
-        }
-    }
-    Ok(())
 }

@@ -13,6 +13,7 @@ use super::Context;
 use crate::broker::consumer::{Consumer, DeliveryState, Unacked};
 use crate::broker::exchange::Exchange;
 use crate::broker::message::Message;
+use crate::broker::queue::args::QueueType;
 use crate::broker::queue::{Enqueued, Queue};
 
 /// What publishing one message did.
@@ -45,7 +46,7 @@ impl Channel {
         }
         if let Some(tx) = self.tx.as_mut() {
             // Checked now, and the exchange kept, so that commit cannot fail half-way.
-            check_user_id(ctx, &PropertiesView::parse(&content.properties).unwrap_or_default())?;
+            check_properties(ctx, &PropertiesView::parse(&content.properties).unwrap_or_default())?;
             tx.publishes.push((exchange, content));
             return Ok(());
         }
@@ -60,7 +61,7 @@ impl Channel {
         // message; the assembler already validated them.
         let raw_properties = properties.clone();
         let view = PropertiesView::parse(&raw_properties).unwrap_or_default();
-        check_user_id(ctx, &view)?;
+        let ttl = check_properties(ctx, &view)?;
         let persistent = view.persistent();
         let msg = Arc::new(Message {
             exchange: String::from(method.exchange),
@@ -69,13 +70,15 @@ impl Channel {
             body,
             persistent,
             from_store: false,
+            priority: view.priority.unwrap_or(0),
+            ttl,
         });
         ctx.broker.metrics.messages_received.inc();
         if let Some(c) = self.confirms.as_mut() {
             c.next += 1;
         }
         let mut queues = std::mem::take(&mut self.route_buf);
-        ctx.vhost.route(exchange, &msg, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
+        ctx.vhost.route(exchange, &msg.routing_key, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
         let (mut delivered, mut stored, mut failed, mut rejected) = (false, false, false, false);
         for q in queues.drain(..) {
             match q.enqueue(Arc::clone(&msg)) {
@@ -134,6 +137,13 @@ impl Channel {
 
     pub(super) fn basic_consume(&mut self, ctx: &Context, c: basic::Consume) -> Result<(), AmqpError> {
         let q = self.resolve_queue(ctx, c.queue.as_str())?;
+        crate::broker::consumer::check_arguments(&c.arguments, &q)?;
+        if q.args.kind == QueueType::Quorum && self.delivery.lock().prefetch_global != 0 {
+            return Err(AmqpError::connection(
+                ReplyCode::NotImplemented,
+                format!("queue '{}' in vhost '{}' does not support global qos", q.name, q.vhost),
+            ));
+        }
         let tag = if c.consumer_tag.as_str().is_empty() { unique_name("amq.ctag-") } else { c.consumer_tag.to_string() };
         let consumer = Arc::new(Consumer::new(tag.clone(), Arc::clone(&self.delivery), Arc::clone(&q), c.no_ack, c.exclusive, self.consumer_prefetch));
         {
@@ -181,9 +191,9 @@ impl Channel {
                 st.next_tag += 1;
                 let tag = st.next_tag;
                 // Written under the delivery lock so tags reach the wire in order.
-                ctx.outbound.get_ok(self.id, tag, got.redelivered, got.remaining, &got.msg);
+                ctx.outbound.get_ok(self.id, tag, got.meta.redelivered, got.remaining, &got.msg);
                 if !g.no_ack {
-                    st.unacked.push_back(Unacked { tag, queue: Arc::clone(&q), offset: got.offset, msg: got.msg, consumer: None });
+                    st.unacked.push_back(Unacked { tag, queue: Arc::clone(&q), offset: got.offset, msg: got.msg, meta: got.meta, consumer: None });
                 }
             }
         }
@@ -240,7 +250,11 @@ impl Channel {
                     ctx.broker.metrics.messages_acknowledged.inc_by(taken.len() as u64);
                 }
                 for u in &taken {
-                    u.queue.settled(u.offset, &u.msg);
+                    if ack_or_drop.is_none() {
+                        u.queue.settled(u.offset, &u.msg);
+                    } else {
+                        u.queue.rejected(u.offset, &u.msg);
+                    }
                 }
             }
         }
@@ -265,16 +279,24 @@ impl Channel {
     }
 }
 
-/// 406 when the user_id property names someone other than the authenticated user.
-fn check_user_id(ctx: &Context, view: &PropertiesView<'_>) -> Result<(), AmqpError> {
-    match view.user_id {
-        Some(user_id) if user_id != ctx.user.as_bytes() => Err(AmqpError::precondition_failed(format!(
+/// The checks RabbitMQ makes of a published message's properties: 406 when user_id names
+/// someone other than the authenticated user, or when expiration is not a valid TTL.
+/// Returns the per-message TTL.
+fn check_properties(ctx: &Context, view: &PropertiesView<'_>) -> Result<Option<u64>, AmqpError> {
+    if let Some(user_id) = view.user_id.filter(|u| *u != ctx.user.as_bytes()) {
+        return Err(AmqpError::precondition_failed(format!(
             "user_id property set to '{}' but authenticated user was '{}'",
             String::from_utf8_lossy(user_id),
             ctx.user
-        ))),
-        _ => Ok(()),
+        )));
     }
+    view.expiration
+        .map(|raw| {
+            warren_protocol::properties::parse_expiration(raw).map_err(|why| {
+                AmqpError::precondition_failed(format!("invalid expiration '{}': {why}", String::from_utf8_lossy(raw)))
+            })
+        })
+        .transpose()
 }
 
 fn unknown_tag(tag: u64) -> AmqpError {

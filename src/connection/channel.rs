@@ -353,7 +353,7 @@ pub(crate) fn requeue(mut unacked: Vec<Unacked>) {
     while !unacked.is_empty() {
         let queue = Arc::clone(&unacked[0].queue);
         let (mine, rest): (Vec<_>, Vec<_>) = unacked.into_iter().partition(|u| Arc::ptr_eq(&u.queue, &queue));
-        queue.requeue(mine.into_iter().map(|u| (u.offset, u.msg)));
+        queue.requeue(mine.into_iter().map(|u| (u.offset, u.msg, u.meta)));
         unacked = rest;
     }
 }

@@ -65,6 +65,8 @@ impl Channel {
         let q = ctx.vhost.declare_queue(spec, d.passive, ctx.id)?;
         self.last_queue = Some(q.name.clone());
         if !d.nowait {
+            // A declare that asks for the counts is a use (x-expires), as in RabbitMQ.
+            q.touch();
             self.reply(ctx, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
                 queue: ShortString::from(q.name.clone()),
                 message_count: q.message_count(),

@@ -1,6 +1,11 @@
 //! Record layouts. Names are u8-length-prefixed, blobs u32-length-prefixed, all big-endian;
 //! message keys are `[len][queue name][offset u64]`, so a queue's messages are one prefix
 //! scan in offset order.
+//!
+//! A message record ends with an optional trailer, `[expires u64][priority u8]`, that
+//! recovery reads without copying the content; records written before the trailer existed
+//! (format `warren-store-2` from before TTLs and priorities) decode as never expiring, at
+//! priority 0.
 
 use bytes::Bytes;
 
@@ -58,6 +63,18 @@ pub struct StoredMessage {
     pub properties: Bytes,
     /// Body.
     pub body: Bytes,
+    /// Its deadline in the queue, in Unix milliseconds (`u64::MAX`: never expires).
+    pub expires: u64,
+    /// Its priority band in the queue.
+    pub priority: u8,
+}
+
+/// What recovery needs of a message without its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MessageMeta {
+    pub body_len: u32,
+    pub expires: u64,
+    pub priority: u8,
 }
 
 struct Writer(Vec<u8>);
@@ -169,17 +186,43 @@ pub(crate) fn encode_message(m: &StoredMessage) -> Vec<u8> {
     w.name(&m.routing_key);
     w.blob(&m.properties);
     w.blob(&m.body);
+    if m.expires != u64::MAX || m.priority != 0 {
+        w.0.extend_from_slice(&m.expires.to_be_bytes());
+        w.0.push(m.priority);
+    }
     w.0
+}
+
+/// The trailer of a message record, after the body: `(expires, priority)`.
+fn trailer(r: &mut Reader<'_>) -> Result<(u64, u8), StoreError> {
+    if r.0.is_empty() {
+        return Ok((u64::MAX, 0));
+    }
+    let t = r.take(9, "message")?;
+    let mut e = [0u8; 8];
+    e.copy_from_slice(&t[..8]);
+    Ok((u64::from_be_bytes(e), t[8]))
+}
+
+/// Reads a message record's body length, deadline and priority without copying it.
+pub(crate) fn message_meta(b: &[u8]) -> Result<MessageMeta, StoreError> {
+    let mut r = Reader(b);
+    r.name("message")?;
+    r.name("message")?;
+    r.blob("message")?;
+    let body_len = u32::try_from(r.blob("message")?.len()).unwrap_or(u32::MAX);
+    let (expires, priority) = trailer(&mut r)?;
+    Ok(MessageMeta { body_len, expires, priority })
 }
 
 pub(crate) fn decode_message(b: &[u8]) -> Result<StoredMessage, StoreError> {
     let mut r = Reader(b);
-    Ok(StoredMessage {
-        exchange: r.name("message")?,
-        routing_key: r.name("message")?,
-        properties: Bytes::copy_from_slice(r.blob("message")?),
-        body: Bytes::copy_from_slice(r.blob("message")?),
-    })
+    let exchange = r.name("message")?;
+    let routing_key = r.name("message")?;
+    let properties = Bytes::copy_from_slice(r.blob("message")?);
+    let body = Bytes::copy_from_slice(r.blob("message")?);
+    let (expires, priority) = trailer(&mut r)?;
+    Ok(StoredMessage { exchange, routing_key, properties, body, expires, priority })
 }
 
 pub(crate) fn queue_prefix(queue: &str) -> Vec<u8> {
@@ -226,10 +269,16 @@ mod tests {
         assert!(decode_exchange(&e[..e.len() - 1]).is_err());
         let b = BindingRecord { source: "s".into(), destination: "d".into(), destination_is_exchange: true, routing_key: "a.#".into(), arguments: vec![] };
         assert_eq!(decode_binding(&encode_binding(&b)).expect("valid"), b);
-        let m = StoredMessage { exchange: "".into(), routing_key: "q".into(), properties: Bytes::from_static(&[0x10, 0, 2]), body: Bytes::from_static(b"hi") };
+        let m = StoredMessage { exchange: "".into(), routing_key: "q".into(), properties: Bytes::from_static(&[0x10, 0, 2]), body: Bytes::from_static(b"hi"), expires: u64::MAX, priority: 0 };
         let enc = encode_message(&m);
         assert_eq!(decode_message(&enc).expect("valid"), m);
         assert!(decode_message(&enc[..3]).is_err());
+        // With a deadline and a priority: a trailer, read back by the meta peek too.
+        let timed = StoredMessage { expires: 1_700_000_000_123, priority: 7, ..m.clone() };
+        let enc = encode_message(&timed);
+        assert_eq!(decode_message(&enc).expect("valid"), timed);
+        assert_eq!(message_meta(&enc).expect("valid"), MessageMeta { body_len: 2, expires: 1_700_000_000_123, priority: 7 });
+        assert!(decode_message(&enc[..enc.len() - 1]).is_err());
         assert_eq!(offset_of(&message_key("q", 42)).expect("valid"), 42);
     }
 }

@@ -56,6 +56,12 @@ pub struct RecoveredMessage {
     pub offset: u64,
     /// It had been delivered before the stop (so it comes back redelivered).
     pub delivered: bool,
+    /// Body octets (length limits count them).
+    pub body_len: u32,
+    /// Its deadline in Unix milliseconds (`u64::MAX`: never).
+    pub expires: u64,
+    /// Its priority band.
+    pub priority: u8,
 }
 
 /// Everything that survived a restart.
@@ -67,6 +73,8 @@ pub struct Recovered {
     pub queues: Vec<(QueueRecord, Vec<RecoveredMessage>)>,
     /// Bindings between durable ends.
     pub bindings: Vec<BindingRecord>,
+    /// When queues with `x-expires` were last used, in Unix milliseconds, by name.
+    pub last_used: std::collections::HashMap<String, u64>,
 }
 
 /// The sled database of one data directory.
@@ -78,6 +86,8 @@ pub struct Store {
     bindings: sled::Tree,
     /// Delivery marks of all queues, by `(queue, offset)`.
     delivered: sled::Tree,
+    /// When each queue with `x-expires` was last used, by queue name.
+    last_used: sled::Tree,
 }
 
 /// The stored messages of one durable queue: a sled tree of its own keyed by offset (so a
@@ -91,6 +101,7 @@ pub struct QueueStore {
     name: String,
     messages: sled::Tree,
     delivered: sled::Tree,
+    last_used: sled::Tree,
 }
 
 /// sled's answer for a tree that was dropped: the queue is gone.
@@ -151,6 +162,13 @@ impl QueueStore {
             self.delivered.apply_batch(marks)?;
             gone_is_ok(self.messages.apply_batch(messages))?;
         }
+        Ok(())
+    }
+
+    /// Records when the queue was last used (its `x-expires` countdown goes on from there
+    /// after a restart).
+    pub fn put_last_used(&self, unix_ms: u64) -> Result<(), StoreError> {
+        self.last_used.insert(self.name.as_bytes(), &unix_ms.to_be_bytes())?;
         Ok(())
     }
 
@@ -216,6 +234,7 @@ impl Store {
             queues: db.open_tree("queues")?,
             bindings: db.open_tree("bindings")?,
             delivered: db.open_tree("delivered")?,
+            last_used: db.open_tree("queue-last-used")?,
             db,
         })
     }
@@ -250,6 +269,7 @@ impl Store {
     /// that name calls this first, in case a crash cut an earlier delete short).
     pub fn drop_messages(&self, name: &str) -> Result<(), StoreError> {
         self.db.drop_tree(codec::queue_tree_name(name))?;
+        self.last_used.remove(name.as_bytes())?;
         let mut batch = sled::Batch::default();
         for key in self.delivered.scan_prefix(codec::queue_prefix(name)).keys() {
             batch.remove(key?);
@@ -260,7 +280,12 @@ impl Store {
 
     /// The message store of durable queue `name` (created if new).
     pub fn queue_store(&self, name: &str) -> Result<QueueStore, StoreError> {
-        Ok(QueueStore { name: name.to_owned(), messages: self.db.open_tree(codec::queue_tree_name(name))?, delivered: self.delivered.clone() })
+        Ok(QueueStore {
+            name: name.to_owned(),
+            messages: self.db.open_tree(codec::queue_tree_name(name))?,
+            delivered: self.delivered.clone(),
+            last_used: self.last_used.clone(),
+        })
     }
 
     /// Records a binding between durable ends.
@@ -313,9 +338,21 @@ impl Store {
                 delivered.insert(codec::offset_of(&k?)?);
             }
             let mut messages = Vec::new();
-            for k in self.db.open_tree(codec::queue_tree_name(&q.name))?.iter().keys() {
-                let offset = codec::offset_of(&k?)?;
-                messages.push(RecoveredMessage { offset, delivered: delivered.remove(&offset) });
+            for kv in self.db.open_tree(codec::queue_tree_name(&q.name))?.iter() {
+                let (k, v) = kv?;
+                let offset = codec::offset_of(&k)?;
+                let meta = codec::message_meta(&v)?;
+                messages.push(RecoveredMessage {
+                    offset,
+                    delivered: delivered.remove(&offset),
+                    body_len: meta.body_len,
+                    expires: meta.expires,
+                    priority: meta.priority,
+                });
+            }
+            if let Some(v) = self.last_used.get(q.name.as_bytes())? {
+                let b: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt(format!("last-use record of queue '{}'", q.name)))?;
+                out.last_used.insert(q.name.clone(), u64::from_be_bytes(b));
             }
             // Marks left without their message (an ack cut short by a crash).
             for offset in delivered {

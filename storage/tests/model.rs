@@ -64,7 +64,7 @@ proptest! {
                 Op::Put { queue, body } => {
                     let q = names[queue as usize];
                     next += 1;
-                    let m = StoredMessage { exchange: "".into(), routing_key: q.into(), properties: Bytes::from_static(&[0x10, 0, 2]), body: Bytes::from(body.clone()) };
+                    let m = StoredMessage { exchange: "".into(), routing_key: q.into(), properties: Bytes::from_static(&[0x10, 0, 2]), body: Bytes::from(body.clone()), expires: u64::MAX, priority: 0 };
                     store.queue_store(q).expect("queue store").put_message(next, &m).expect("put");
                     model.get_mut(q).expect("q").insert(next, (body, false));
                 }
@@ -149,7 +149,7 @@ fn unknown_format_version_is_refused() {
 fn a_deleted_queues_handle_cannot_write_into_its_successor() {
     let dir = std::env::temp_dir().join(format!("warren-successor-{}", std::process::id()));
     let store = Store::open(&dir).expect("open");
-    let m = |b: &'static [u8]| StoredMessage { exchange: "".into(), routing_key: "q".into(), properties: Bytes::new(), body: Bytes::from_static(b) };
+    let m = |b: &'static [u8]| StoredMessage { exchange: "".into(), routing_key: "q".into(), properties: Bytes::new(), body: Bytes::from_static(b), expires: u64::MAX, priority: 0 };
     let old = store.queue_store("q").expect("queue store");
     old.put_message(1, &m(b"old")).expect("put");
     store.delete_queue("q").expect("delete");

@@ -1,0 +1,962 @@
+//! A queue: its ready messages in delivery order, its consumers in round-robin order,
+//! dispatch, and the queue extensions RabbitMQ defines (length limits, TTLs, `x-expires`,
+//! priorities, dead-lettering, a quorum queue's delivery limit).
+//!
+//! Dispatch runs in whichever task changed the queue (a publisher enqueueing, a consumer
+//! acking, a channel re-enabling flow) under the queue's lock: the next ready message goes
+//! to the next consumer in rotation that has room, and a consumer blocked by its prefetch is
+//! skipped until an ack frees it. Every message carries an offset so a requeued message
+//! returns to its original place.
+//!
+//! What the queue decides under its lock (a message expired, pushed out by a length limit,
+//! rejected, over its delivery limit) becomes a [`DeadLetter`] that is routed only after the
+//! lock is released ([`Queue::unlock`]), so two queues that dead-letter into each other
+//! never hold both locks. Deadlines (message TTLs, `x-expires`) are kept by a timer task the
+//! queue starts when it first needs one, so a message expires at its time even when no
+//! client touches the queue.
+//!
+//! A durable queue keeps at most `memory_limit` octets of ready persistent messages in
+//! memory; beyond that (and for everything recovered at start) a ready entry is only its
+//! offset and metadata, and the content is read back from the store when it reaches the
+//! front. A long backlog therefore costs a few dozen octets per message, not its size.
+
+pub mod args;
+pub mod ready;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+use tokio::sync::Notify;
+use tracing::error;
+use warren_protocol::AmqpError;
+use warren_storage::{QueueStore, RecoveredMessage, StoredMessage};
+
+use crate::broker::consumer::Consumer;
+use crate::broker::dead_letter::{DeadLetter, Reason};
+use crate::broker::memory::MemoryMonitor;
+use crate::broker::message::{now_ms, Message};
+use crate::broker::vhost::VHost;
+use args::{Overflow, QueueArgs, QueueType};
+use ready::{EntryMeta, Ready, ReadyList, NEVER};
+
+/// A message taken from the queue by basic.get.
+#[derive(Debug)]
+pub struct Got {
+    /// Its position in the queue.
+    pub offset: u64,
+    /// The message.
+    pub msg: Arc<Message>,
+    /// What the queue knew about it (it returns with it on requeue).
+    pub meta: EntryMeta,
+    /// Ready messages left behind.
+    pub remaining: u32,
+}
+
+/// The octets a message in memory counts against a queue's memory limit.
+fn footprint(msg: &Message) -> usize {
+    msg.body.len() + msg.properties.len() + msg.exchange.len() + msg.routing_key.len()
+}
+
+/// What a queue is made of, from its declaration or its record.
+#[derive(Debug)]
+pub struct QueueSetup {
+    /// Its name.
+    pub name: String,
+    /// The vhost it lives in.
+    pub vhost: Weak<VHost>,
+    /// The vhost's name, for error texts.
+    pub vhost_name: String,
+    /// The connection that owns it when declared exclusive.
+    pub exclusive_owner: Option<u64>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// The declare arguments as sent.
+    pub arguments: FieldTable,
+    /// The same, validated.
+    pub args: QueueArgs,
+    /// Its message store (durable queues) and the octets of ready stored messages it may
+    /// keep in memory.
+    pub store: Option<(QueueStore, usize)>,
+    /// The broker-wide message memory.
+    pub memory: Arc<MemoryMonitor>,
+}
+
+/// A queue of a virtual host.
+#[derive(Debug)]
+pub struct Queue {
+    /// Its name.
+    pub name: String,
+    /// The vhost it lives in, for error texts.
+    pub vhost: String,
+    /// The connection that owns it when declared exclusive.
+    pub exclusive_owner: Option<u64>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// The declare arguments as sent (redeclare equivalence compares them).
+    pub arguments: FieldTable,
+    /// What the arguments ask for.
+    pub args: QueueArgs,
+    /// The vhost, to route dead letters into and to delete an expired queue from.
+    home: Weak<VHost>,
+    /// This queue, for the timer task it starts.
+    me: Weak<Queue>,
+    /// Where its persistent messages are kept: set for durable queues.
+    store: Option<QueueStore>,
+    /// Octets of ready stored messages kept in memory before new ones are paged out.
+    memory_limit: usize,
+    /// The offset the next enqueued message gets.
+    next_offset: AtomicU64,
+    /// The broker-wide count of message octets in memory (the memory alarm).
+    memory: Arc<MemoryMonitor>,
+    /// Delivery marks of stored messages (taken after the queue lock, never before it).
+    marks: Mutex<Marks>,
+    /// Wakes the timer task when a deadline earlier than the one it sleeps to appears (or
+    /// the queue goes). Shared with the task, which holds the queue itself only weakly.
+    timer: Arc<Notify>,
+    /// The timer task runs.
+    timer_started: AtomicBool,
+    /// The deadline the timer task sleeps until ([`NEVER`] when idle).
+    armed: AtomicU64,
+    /// When the queue was last used (x-expires), in Unix milliseconds.
+    last_used: AtomicU64,
+    state: Mutex<QueueState>,
+}
+
+/// Which stored messages have been delivered, for the redelivered flag after a restart.
+#[derive(Debug, Default)]
+struct Marks {
+    /// Delivered and unacknowledged, not yet marked in the store.
+    pending: HashSet<u64>,
+    /// Marked in the store (so an ack removes the mark too).
+    written: HashSet<u64>,
+    /// Settled messages to remove from the store, with whether each was marked.
+    removals: Vec<(u64, bool)>,
+    /// The `last_used` value written to the store last.
+    last_used_written: u64,
+}
+
+/// What happened to an enqueued message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Held in memory only.
+    Transient,
+    /// Written to the store; durable after the next flush.
+    Stored,
+    /// The queue was deleted meanwhile.
+    Gone,
+    /// The store refused it; the publisher must be nacked.
+    Failed,
+    /// The queue is full and its x-overflow refuses publishes; the publisher is nacked.
+    Rejected,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    ready: ReadyList,
+    /// Footprint of the ready messages held in memory.
+    ready_bytes: usize,
+    /// Deadlines of messages with a per-message TTL, which may expire before they reach
+    /// the head: `(expires, priority, offset)`. Entries of messages since delivered are
+    /// skipped when they come up.
+    deadlines: BinaryHeap<Reverse<(u64, u8, u64)>>,
+    consumers: VecDeque<Arc<Consumer>>,
+    /// Auto-delete applies only to a queue that has had a consumer.
+    had_consumers: bool,
+    deleted: bool,
+}
+
+/// Dead letters decided under the lock, routed after it (usually none: no allocation).
+type Letters = Vec<DeadLetter>;
+
+impl Queue {
+    /// A new, empty queue.
+    pub fn create(setup: QueueSetup) -> Arc<Queue> {
+        let QueueSetup { name, vhost, vhost_name, exclusive_owner, auto_delete, arguments, args, store, memory } = setup;
+        let (store, memory_limit) = match store {
+            Some((store, limit)) => (Some(store), limit),
+            None => (None, usize::MAX),
+        };
+        let bands = args.bands();
+        let now = now_ms();
+        let queue = Arc::new_cyclic(|me| Queue {
+            name,
+            vhost: vhost_name,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            args,
+            home: vhost,
+            me: me.clone(),
+            store,
+            memory_limit,
+            next_offset: AtomicU64::new(0),
+            memory,
+            marks: Mutex::default(),
+            timer: Arc::new(Notify::new()),
+            timer_started: AtomicBool::new(false),
+            armed: AtomicU64::new(NEVER),
+            last_used: AtomicU64::new(now),
+            state: Mutex::new(QueueState { ready: ReadyList::new(bands), ..QueueState::default() }),
+        });
+        if let Some(expires) = queue.args.expires {
+            queue.arm(now.saturating_add(expires));
+        }
+        queue
+    }
+
+    /// Declared durable (durable queues, and only they, have a store).
+    pub fn durable(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The store, when this queue keeps `msg` on disk: persistent messages of a durable
+    /// queue, and every message of a quorum queue.
+    fn store_for(&self, msg: &Message) -> Option<&QueueStore> {
+        self.store.as_ref().filter(|_| msg.persistent || self.args.kind == QueueType::Quorum)
+    }
+
+    /// The band a message of `priority` goes to.
+    fn band_of(&self, priority: u8) -> u8 {
+        self.args.max_priority.map_or(0, |max| priority.min(max))
+    }
+
+    /// The metadata of a message entering the queue at `now`: its TTL is the lower of its
+    /// own and the queue's.
+    fn meta_for(&self, msg: &Message, now: u64) -> EntryMeta {
+        let ttl = match (msg.ttl, self.args.message_ttl) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        EntryMeta {
+            redelivered: false,
+            priority: self.band_of(msg.priority),
+            body_len: u32::try_from(msg.body.len()).unwrap_or(u32::MAX),
+            expires: ttl.map_or(NEVER, |t| now.saturating_add(t)),
+            returns: 0,
+        }
+    }
+
+    /// A ready entry for `msg`, paged out (content left in the store) when the queue is over
+    /// its memory limit and the store has the message.
+    fn ready_entry(&self, st: &mut QueueState, offset: u64, msg: Arc<Message>, meta: EntryMeta) -> Ready {
+        let size = footprint(&msg);
+        if self.store_for(&msg).is_some() && st.ready_bytes + size > self.memory_limit {
+            return Ready { offset, msg: None, meta };
+        }
+        st.ready_bytes += size;
+        self.memory.add(size);
+        Ready { offset, msg: Some(msg), meta }
+    }
+
+    /// Drops a ready entry that leaves without being delivered (expired, pushed out by a
+    /// length limit, purged): its memory, its marks and its stored copy. With `reason` it
+    /// becomes a dead letter when the queue has a dead-letter exchange (its content read
+    /// back from the store if it was paged out).
+    fn discard(&self, st: &mut QueueState, r: Ready, reason: Option<Reason>, letters: &mut Letters) {
+        self.forget(st, &r);
+        if let (Some(reason), Some(target)) = (reason, &self.args.dead_letter) {
+            let msg = match &r.msg {
+                Some(m) => Some(Arc::clone(m)),
+                None => self.load(r.offset, r.meta.priority).ok().flatten(),
+            };
+            if let Some(msg) = msg {
+                letters.push(DeadLetter { msg, reason, queue: self.name.clone(), target: target.clone() });
+            }
+        }
+        let mut marks = self.marks();
+        marks.pending.remove(&r.offset);
+        marks.written.remove(&r.offset);
+        drop(marks);
+        // A paged-out message is in the store by definition.
+        let stored = r.msg.as_ref().map_or(self.store.as_ref(), |m| self.store_for(m));
+        if let Some(store) = stored {
+            if let Err(e) = store.remove_message(r.offset) {
+                error!(queue = %self.name, error = %e, "cannot drop a message from the store");
+            }
+        }
+    }
+
+    /// Expires, at `now`, every ready message whose deadline has passed: those at the
+    /// heads (a queue TTL keeps them in order) and those with an earlier per-message TTL
+    /// further back.
+    fn expire(&self, st: &mut QueueState, now: u64, letters: &mut Letters) {
+        let mut expired = Vec::new();
+        if st.ready.earliest_head_expiry() <= now {
+            st.ready.take_expired_heads(now, &mut expired);
+        }
+        while let Some(&Reverse((at, priority, offset))) = st.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            st.deadlines.pop();
+            if let Some(r) = st.ready.remove(priority, offset) {
+                expired.push(r);
+            }
+        }
+        for r in expired {
+            self.discard(st, r, Some(Reason::Expired), letters);
+        }
+        // Entries of delivered messages pile up behind a long TTL: rebuild from what is
+        // still ready once they dominate.
+        if st.deadlines.len() > 1024 && st.deadlines.len() > 2 * st.ready.len() {
+            let mut heap = BinaryHeap::new();
+            st.ready.for_each(|r| {
+                if r.meta.expires != NEVER {
+                    heap.push(Reverse((r.meta.expires, r.meta.priority, r.offset)));
+                }
+            });
+            st.deadlines = heap;
+        }
+    }
+
+    /// The next deadline the timer must wake for: a message expiry, or the queue's own
+    /// expiry while it has no consumers.
+    fn next_deadline(&self, st: &QueueState) -> u64 {
+        let mut at = st.ready.earliest_head_expiry();
+        if let Some(Reverse((d, _, _))) = st.deadlines.peek() {
+            at = at.min(*d);
+        }
+        if let Some(expires) = self.args.expires {
+            if st.consumers.is_empty() {
+                at = at.min(self.last_used.load(Ordering::Relaxed).saturating_add(expires));
+            }
+        }
+        at
+    }
+
+    /// Makes sure the timer wakes by `deadline`.
+    fn arm(&self, deadline: u64) {
+        if deadline == NEVER || deadline >= self.armed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.armed.fetch_min(deadline, Ordering::Relaxed);
+        if !self.timer_started.swap(true, Ordering::AcqRel) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(run_timer(self.me.clone(), Arc::clone(&self.timer)));
+                }
+                Err(_) => self.timer_started.store(false, Ordering::Release),
+            }
+        }
+        self.timer.notify_one();
+    }
+
+    /// The timer's work: expires what is due, deletes the queue when `x-expires` has run
+    /// out, and returns when to come back.
+    fn housekeeping(&self) -> u64 {
+        let now = now_ms();
+        let mut letters = Letters::new();
+        let mut st = self.lock();
+        if st.deleted {
+            return NEVER;
+        }
+        self.expire(&mut st, now, &mut letters);
+        let unused = self.args.expires.is_some_and(|e| st.consumers.is_empty() && now >= self.last_used.load(Ordering::Relaxed).saturating_add(e));
+        let next = self.next_deadline(&st);
+        self.unlock(st, letters);
+        if unused {
+            if let (Some(home), Some(me)) = (self.home.upgrade(), self.me.upgrade()) {
+                tracing::info!(queue = %self.name, vhost = %self.vhost, "queue expired (x-expires); deleting it");
+                home.delete_queue_now(&me);
+            }
+            return NEVER;
+        }
+        next
+    }
+
+    /// Releases the lock, then routes the dead letters decided under it.
+    fn unlock(&self, st: MutexGuard<'_, QueueState>, letters: Letters) {
+        drop(st);
+        if !letters.is_empty() {
+            if let Some(home) = self.home.upgrade() {
+                home.dead_letter(letters);
+            }
+        }
+    }
+
+    /// Notes a use of the queue (declare, basic.get, a consumer), which restarts the
+    /// `x-expires` countdown.
+    pub fn touch(&self) {
+        if self.args.expires.is_some() {
+            self.last_used.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Accounts for a ready entry leaving the queue.
+    fn forget(&self, st: &mut QueueState, r: &Ready) {
+        if let Some(msg) = &r.msg {
+            let size = footprint(msg);
+            st.ready_bytes -= size;
+            self.memory.sub(size);
+        }
+    }
+
+    /// Accounts for every ready entry leaving at once.
+    fn forget_all(&self, st: &mut QueueState) {
+        self.memory.sub(std::mem::take(&mut st.ready_bytes));
+    }
+
+    /// Reads a paged-out message back from the store: `Ok(None)` (logged) when the store
+    /// no longer has it, so the caller skips it; an error (logged) when the store cannot be
+    /// read, so the caller leaves it in place to try again later.
+    fn load(&self, offset: u64, priority: u8) -> Result<Option<Arc<Message>>, ()> {
+        let Some(store) = self.store.as_ref() else { return Ok(None) };
+        match store.get_message(offset) {
+            Ok(Some(m)) => Ok(Some(Arc::new(Message {
+                exchange: m.exchange,
+                routing_key: m.routing_key,
+                properties: m.properties,
+                body: m.body,
+                persistent: true,
+                from_store: true,
+                priority,
+                ttl: None,
+            }))),
+            Ok(None) => {
+                error!(queue = %self.name, offset, "a paged-out message is missing from the store; skipping it");
+                let mut marks = self.marks();
+                marks.pending.remove(&offset);
+                marks.written.remove(&offset);
+                Ok(None)
+            }
+            Err(e) => {
+                error!(queue = %self.name, offset, error = %e, "cannot read a paged-out message from the store; will retry");
+                Err(())
+            }
+        }
+    }
+
+    /// Records that a message went to a consumer: a no-ack delivery is settled at once;
+    /// otherwise the delivery is noted, and written to the store by [`Self::write_marks`]
+    /// if it is still unacknowledged then, so that a restart brings it back redelivered.
+    /// Most deliveries are acked before that and never cost a store write.
+    pub fn delivered(&self, offset: u64, msg: &Message, settled: bool) {
+        if self.store_for(msg).is_none() {
+            return;
+        }
+        if settled {
+            self.settled(offset, msg);
+            return;
+        }
+        let mut marks = self.marks();
+        if !marks.written.contains(&offset) {
+            marks.pending.insert(offset);
+        }
+    }
+
+    /// Forgets an acknowledged (or dropped) message.
+    /// A message that was delivered from memory (the consumers keep up) is removed from
+    /// the store by [`Self::write_marks`], off the consumer's path (acks are not synchronous
+    /// in RabbitMQ either); one read back from the store (a backlog draining) is removed at
+    /// once, which keeps sled's memory flat while a long backlog drains.
+    pub fn settled(&self, offset: u64, msg: &Message) {
+        let Some(store) = self.store_for(msg) else { return };
+        let mut marks = self.marks();
+        marks.pending.remove(&offset);
+        let marked = marks.written.remove(&offset);
+        if !msg.from_store {
+            marks.removals.push((offset, marked));
+            return;
+        }
+        drop(marks);
+        let result = if marked { store.remove_message(offset) } else { store.remove_unmarked_message(offset) };
+        if let Err(e) = result {
+            error!(queue = %self.name, error = %e, "cannot remove an acknowledged message from the store");
+        }
+    }
+
+    /// A delivery rejected without requeue (basic.reject / basic.nack): settled, and
+    /// dead-lettered with reason `rejected` when the queue has a dead-letter exchange.
+    pub fn rejected(&self, offset: u64, msg: &Arc<Message>) {
+        self.settled(offset, msg);
+        if let Some(target) = &self.args.dead_letter {
+            if let Some(home) = self.home.upgrade() {
+                home.dead_letter(vec![DeadLetter { msg: Arc::clone(msg), reason: Reason::Rejected, queue: self.name.clone(), target: target.clone() }]);
+            }
+        }
+    }
+
+    /// Removes the messages settled since the last call from the store, then writes the
+    /// delivery marks of messages delivered since the last call and still unacknowledged,
+    /// and the time of last use when `x-expires` counts it.
+    /// The broker calls this every 100 ms and at shutdown.
+    pub fn write_marks(&self) {
+        let Some(store) = &self.store else { return };
+        let mut marks = self.marks();
+        let Marks { pending, written, removals, last_used_written } = &mut *marks;
+        if !removals.is_empty() {
+            if let Err(e) = store.remove_messages(removals) {
+                error!(queue = %self.name, error = %e, "cannot remove acknowledged messages from the store");
+            }
+            removals.clear();
+        }
+        for offset in pending.drain() {
+            match store.mark_delivered(offset) {
+                Ok(true) => {
+                    written.insert(offset);
+                }
+                Ok(false) => {}
+                Err(e) => error!(queue = %self.name, error = %e, "cannot record a delivery in the store"),
+            }
+        }
+        if self.args.expires.is_some() {
+            let used = self.last_used.load(Ordering::Relaxed);
+            if used != *last_used_written {
+                match store.put_last_used(used) {
+                    Ok(()) => *last_used_written = used,
+                    Err(e) => error!(queue = %self.name, error = %e, "cannot record the queue's last use"),
+                }
+            }
+        }
+    }
+
+    fn marks(&self) -> MutexGuard<'_, Marks> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts recovered messages back at start-up, in offset order, paged out: their content
+    /// is read from the store as they are delivered. `last_used` is the stored time of last
+    /// use (the `x-expires` countdown goes on from it).
+    pub fn restore(&self, messages: Vec<RecoveredMessage>, last_used: Option<u64>) {
+        let mut st = self.lock();
+        st.ready.reserve(0, messages.len());
+        let mut marks = self.marks();
+        for m in messages {
+            self.next_offset.fetch_max(m.offset + 1, Ordering::Relaxed);
+            if m.delivered {
+                marks.written.insert(m.offset);
+            }
+            let meta = EntryMeta {
+                redelivered: m.delivered,
+                priority: self.band_of(m.priority),
+                body_len: m.body_len,
+                expires: m.expires,
+                returns: u32::from(m.delivered),
+            };
+            if meta.expires != NEVER {
+                st.deadlines.push(Reverse((meta.expires, meta.priority, m.offset)));
+            }
+            st.ready.insert(Ready { offset: m.offset, msg: None, meta });
+        }
+        if let Some(used) = last_used {
+            self.last_used.store(used, Ordering::Relaxed);
+            marks.last_used_written = used;
+        }
+        drop(marks);
+        let next = self.next_deadline(&st);
+        drop(st);
+        self.arm(next);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when one more message of `body_len` octets would break a length limit.
+    fn full(&self, st: &QueueState, body_len: u64) -> bool {
+        self.args.max_length.is_some_and(|max| st.ready.len() as u64 >= max)
+            || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() + body_len > max)
+    }
+
+    /// Appends a message (storing it first when the queue keeps it on disk) and
+    /// dispatches. The store write happens before the queue lock is taken, so publishers
+    /// and consumers of a durable queue do not wait on each other's disk work.
+    pub fn enqueue(&self, msg: Arc<Message>) -> Enqueued {
+        let timed = msg.ttl.is_some() || self.args.message_ttl.is_some();
+        let now = if timed { now_ms() } else { 0 };
+        let mut letters = Letters::new();
+        if self.args.overflow != Overflow::DropHead && (self.args.max_length.is_some() || self.args.max_length_bytes.is_some()) {
+            let mut st = self.lock();
+            if timed {
+                self.expire(&mut st, now, &mut letters);
+            }
+            if self.full(&st, msg.body.len() as u64) {
+                if let (Overflow::RejectPublishDlx, Some(target)) = (self.args.overflow, &self.args.dead_letter) {
+                    letters.push(DeadLetter { msg, reason: Reason::Maxlen, queue: self.name.clone(), target: target.clone() });
+                }
+                self.unlock(st, letters);
+                return Enqueued::Rejected;
+            }
+        }
+        let offset = self.next_offset.fetch_add(1, Ordering::Relaxed);
+        let meta = self.meta_for(&msg, now);
+        let outcome = match self.store_for(&msg) {
+            Some(store) => {
+                let stored = StoredMessage {
+                    exchange: msg.exchange.clone(),
+                    routing_key: msg.routing_key.clone(),
+                    properties: msg.properties.clone(),
+                    body: msg.body.clone(),
+                    expires: meta.expires,
+                    priority: meta.priority,
+                };
+                if let Err(e) = store.put_message(offset, &stored) {
+                    error!(queue = %self.name, error = %e, "cannot store a message; it will be nacked");
+                    return Enqueued::Failed;
+                }
+                Enqueued::Stored
+            }
+            None => Enqueued::Transient,
+        };
+        let mut st = self.lock();
+        if st.deleted {
+            drop(st);
+            if outcome == Enqueued::Stored {
+                self.settled(offset, &msg);
+            }
+            return Enqueued::Gone;
+        }
+        if timed {
+            self.expire(&mut st, now, &mut letters);
+        }
+        // Fast path: nothing waiting, so the message can go straight to a consumer.
+        if st.ready.is_empty() && self.offer(&mut st, offset, &msg, meta) {
+            self.unlock(st, letters);
+            return outcome;
+        }
+        if meta.expires <= now {
+            // A TTL of 0: delivered at once or not at all.
+            let r = Ready { offset, msg: Some(msg), meta };
+            self.discard_new(&mut st, r, &mut letters);
+            self.unlock(st, letters);
+            return outcome;
+        }
+        if msg.ttl.is_some() {
+            st.deadlines.push(Reverse((meta.expires, meta.priority, offset)));
+        }
+        let entry = self.ready_entry(&mut st, offset, msg, meta);
+        // Another publisher may have taken a later offset and got the lock first.
+        st.ready.insert(entry);
+        if self.args.max_length.is_some() || self.args.max_length_bytes.is_some() {
+            // x-overflow drop-head: the oldest messages make room.
+            while self.args.max_length.is_some_and(|max| st.ready.len() as u64 > max)
+                || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() > max)
+            {
+                match st.ready.pop_front() {
+                    Some(r) => self.discard(&mut st, r, Some(Reason::Maxlen), &mut letters),
+                    None => break,
+                }
+            }
+        }
+        self.dispatch_locked(&mut st, &mut letters);
+        if meta.expires != NEVER {
+            let next = self.next_deadline(&st);
+            self.unlock(st, letters);
+            self.arm(next);
+        } else {
+            self.unlock(st, letters);
+        }
+        outcome
+    }
+
+    /// Discards a message that never became ready (counted nowhere yet).
+    fn discard_new(&self, st: &mut QueueState, r: Ready, letters: &mut Letters) {
+        // `discard` un-counts the memory of an entry with content; count it first.
+        if let Some(msg) = &r.msg {
+            let size = footprint(msg);
+            st.ready_bytes += size;
+            self.memory.add(size);
+        }
+        self.discard(st, r, Some(Reason::Expired), letters);
+    }
+
+    /// Offers one message to the consumers in rotation; true if one took it.
+    fn offer(&self, st: &mut QueueState, offset: u64, msg: &Arc<Message>, meta: EntryMeta) -> bool {
+        if st.consumers.is_empty() {
+            return false;
+        }
+        let counted;
+        let msg = if self.args.kind == QueueType::Quorum && meta.returns > 0 {
+            counted = with_delivery_count(msg, meta.returns);
+            &counted
+        } else {
+            msg
+        };
+        for _ in 0..st.consumers.len() {
+            st.consumers.rotate_left(1);
+            if let Some(c) = st.consumers.back() {
+                if c.try_deliver(offset, msg, meta) {
+                    self.delivered(offset, msg, c.no_ack);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn dispatch_locked(&self, st: &mut QueueState, letters: &mut Letters) {
+        if st.consumers.is_empty() {
+            return;
+        }
+        if st.ready.earliest_head_expiry() != NEVER || !st.deadlines.is_empty() {
+            self.expire(st, now_ms(), letters);
+        }
+        while let Some(front) = st.ready.front() {
+            let (offset, meta) = (front.offset, front.meta);
+            let msg = match &front.msg {
+                Some(msg) => Arc::clone(msg),
+                None => match self.load(offset, meta.priority) {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => {
+                        st.ready.pop_front();
+                        continue;
+                    }
+                    Err(()) => return,
+                },
+            };
+            if !self.offer(st, offset, &msg, meta) {
+                if let Some(front) = st.ready.front_mut().filter(|f| f.msg.is_none()) {
+                    // Keep what was read, so the next attempt does not read it again.
+                    let size = footprint(&msg);
+                    st.ready_bytes += size;
+                    self.memory.add(size);
+                    front.msg = Some(msg);
+                }
+                return;
+            }
+            if let Some(r) = st.ready.pop_front() {
+                self.forget(st, &r);
+            }
+        }
+    }
+
+    /// Delivers ready messages to consumers with room.
+    pub fn dispatch(&self) {
+        let mut st = self.lock();
+        if !st.ready.is_empty() && !st.consumers.is_empty() {
+            let mut letters = Letters::new();
+            self.dispatch_locked(&mut st, &mut letters);
+            self.unlock(st, letters);
+        }
+    }
+
+    /// Puts delivered messages back in their original places, marked redelivered; a
+    /// quorum queue dead-letters (or drops) a message returned more often than its
+    /// `x-delivery-limit`.
+    pub fn requeue(&self, messages: impl IntoIterator<Item = (u64, Arc<Message>, EntryMeta)>) {
+        let mut st = self.lock();
+        if st.deleted {
+            return;
+        }
+        let mut letters = Letters::new();
+        let mut over_limit = Vec::new();
+        for (offset, msg, mut meta) in messages {
+            meta.redelivered = true;
+            meta.returns = meta.returns.saturating_add(1);
+            if self.args.delivery_limit.is_some_and(|limit| u64::from(meta.returns) > limit) {
+                over_limit.push((offset, msg));
+                continue;
+            }
+            if meta.expires != NEVER {
+                st.deadlines.push(Reverse((meta.expires, meta.priority, offset)));
+            }
+            let entry = self.ready_entry(&mut st, offset, msg, meta);
+            st.ready.insert(entry);
+        }
+        self.dispatch_locked(&mut st, &mut letters);
+        let next = self.next_deadline(&st);
+        for (offset, msg) in over_limit {
+            self.settled(offset, &msg);
+            if let Some(target) = &self.args.dead_letter {
+                letters.push(DeadLetter { msg, reason: Reason::DeliveryLimit, queue: self.name.clone(), target: target.clone() });
+            }
+        }
+        self.unlock(st, letters);
+        self.arm(next);
+    }
+
+    /// Takes the next ready message for basic.get, with the count left behind.
+    pub fn get(&self) -> Option<Got> {
+        self.touch();
+        let mut st = self.lock();
+        let mut letters = Letters::new();
+        self.expire(&mut st, now_ms(), &mut letters);
+        let got = loop {
+            let Some(r) = st.ready.pop_front() else { break None };
+            self.forget(&mut st, &r);
+            let msg = match r.msg {
+                Some(msg) => msg,
+                None => match self.load(r.offset, r.meta.priority) {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => continue,
+                    Err(()) => {
+                        // Unreadable for now: it stays first in line.
+                        st.ready.push_front(r);
+                        break None;
+                    }
+                },
+            };
+            let msg = if self.args.kind == QueueType::Quorum && r.meta.returns > 0 { with_delivery_count(&msg, r.meta.returns) } else { msg };
+            break Some(Got { offset: r.offset, msg, meta: r.meta, remaining: st.ready.len() as u32 });
+        };
+        self.unlock(st, letters);
+        got
+    }
+
+    /// Drops every ready message; returns how many. Purged messages are not dead-lettered
+    /// (RabbitMQ does not either).
+    pub fn purge(&self) -> u32 {
+        let mut st = self.lock();
+        let all = st.ready.take_all();
+        st.deadlines.clear();
+        let n = all.len();
+        let mut letters = Letters::new();
+        for r in all {
+            self.discard(&mut st, r, None, &mut letters);
+        }
+        n as u32
+    }
+
+    /// Ready messages (expired ones are dead-lettered first).
+    pub fn message_count(&self) -> u32 {
+        let mut st = self.lock();
+        let mut letters = Letters::new();
+        if st.ready.earliest_head_expiry() != NEVER || !st.deadlines.is_empty() {
+            self.expire(&mut st, now_ms(), &mut letters);
+        }
+        let n = st.ready.len() as u32;
+        self.unlock(st, letters);
+        n
+    }
+
+    /// Active consumers.
+    pub fn consumer_count(&self) -> u32 {
+        self.lock().consumers.len() as u32
+    }
+
+    /// Adds a consumer and starts delivering to it; `on_added` runs under the queue lock
+    /// before the first delivery (it writes consume-ok). 403 when an exclusive consumer
+    /// holds the queue or an exclusive consumer is asked for a queue in use.
+    pub fn add_consumer(&self, consumer: Arc<Consumer>, on_added: impl FnOnce()) -> Result<(), AmqpError> {
+        let mut st = self.lock();
+        if st.deleted {
+            return Err(AmqpError::not_found(format!("no queue '{}' in vhost '{}'", self.name, self.vhost)));
+        }
+        if st.consumers.iter().any(|c| c.exclusive) || (consumer.exclusive && !st.consumers.is_empty()) {
+            return Err(AmqpError::access_refused(format!("queue '{}' in vhost '{}' in exclusive use", self.name, self.vhost)));
+        }
+        on_added();
+        st.consumers.push_back(consumer);
+        st.had_consumers = true;
+        let mut letters = Letters::new();
+        self.dispatch_locked(&mut st, &mut letters);
+        self.unlock(st, letters);
+        Ok(())
+    }
+
+    /// Removes a consumer. Returns true when the queue is auto-delete and has just lost its
+    /// last consumer, so the caller deletes it.
+    pub fn remove_consumer(&self, consumer: &Arc<Consumer>) -> bool {
+        let mut st = self.lock();
+        st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+        let last = st.consumers.is_empty() && !st.deleted;
+        let auto_delete = self.auto_delete && last && st.had_consumers;
+        drop(st);
+        if last {
+            // The x-expires countdown starts when the last consumer goes.
+            self.touch();
+            if let Some(expires) = self.args.expires {
+                self.arm(now_ms().saturating_add(expires));
+            }
+        }
+        auto_delete
+    }
+
+    /// Marks the queue deleted; returns its ready message count and its consumers (to be
+    /// cancelled).
+    pub fn mark_deleted(&self) -> (u32, Vec<Arc<Consumer>>) {
+        let mut st = self.lock();
+        st.deleted = true;
+        let count = st.ready.len() as u32;
+        st.ready.take_all();
+        st.deadlines.clear();
+        self.forget_all(&mut st);
+        // The store forgets the whole queue; nothing is left to mark.
+        *self.marks() = Marks::default();
+        let consumers = st.consumers.drain(..).collect();
+        drop(st);
+        self.timer.notify_one();
+        (count, consumers)
+    }
+
+    /// True once deleted.
+    fn is_deleted(&self) -> bool {
+        self.lock().deleted
+    }
+
+    /// True when `connection` may use this queue (it is not another's exclusive queue).
+    pub fn accessible_by(&self, connection: u64) -> bool {
+        self.exclusive_owner.is_none_or(|owner| owner == connection)
+    }
+
+    /// 405 for a connection that does not own this exclusive queue.
+    pub fn check_access(&self, connection: u64) -> Result<(), AmqpError> {
+        if self.accessible_by(connection) {
+            Ok(())
+        } else {
+            Err(self.locked_error())
+        }
+    }
+
+    /// The 405 for a use of this queue its exclusivity forbids.
+    pub fn locked_error(&self) -> AmqpError {
+        AmqpError::resource_locked(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            self.name, self.vhost
+        ))
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // Lets the timer task see the queue is gone and end.
+        self.timer.notify_one();
+    }
+}
+
+/// The timer task of one queue: sleeps until the next deadline (or until woken for an
+/// earlier one), runs [`Queue::housekeeping`], and ends with the queue. It holds the queue
+/// only while working, so a queue that is dropped (deleted, or its broker stopped) takes
+/// its store with it.
+async fn run_timer(queue: Weak<Queue>, timer: Arc<Notify>) {
+    loop {
+        let notified = timer.notified();
+        tokio::pin!(notified);
+        // Registered before the deadline is computed, so an `arm` in between is not lost.
+        notified.as_mut().enable();
+        let deadline = {
+            let Some(q) = queue.upgrade() else { return };
+            if q.is_deleted() {
+                return;
+            }
+            let deadline = q.housekeeping();
+            q.armed.store(deadline, Ordering::Relaxed);
+            if q.is_deleted() {
+                return;
+            }
+            deadline
+        };
+        if deadline == NEVER {
+            notified.await;
+        } else {
+            let wait = Duration::from_millis(deadline.saturating_sub(now_ms()));
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// The message with a quorum queue's `x-delivery-count` header (its returns so far).
+fn with_delivery_count(msg: &Arc<Message>, returns: u32) -> Arc<Message> {
+    let Some(props) = warren_protocol::properties::decode(&msg.properties) else { return Arc::clone(msg) };
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(i64::from(returns)));
+    let props = props.with_headers(headers);
+    Arc::new(Message { properties: warren_protocol::properties::encode(&props).into(), ..Message::clone(msg) })
+}
