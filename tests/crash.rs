@@ -192,3 +192,67 @@ async fn a_delivered_unacked_message_comes_back_redelivered_after_sigkill() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// kill -9 with the queue extensions in use: a persistent message dead-lettered into a
+/// durable queue is there after the restart; priorities keep their order; a per-message TTL
+/// and an x-expires countdown run on from their absolute deadlines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_extensions_survive_sigkill() {
+    use lapin::types::{AMQPValue, LongString};
+    let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+    let dir = fresh_data_dir();
+    let port = free_port();
+    let mut child = spawn_broker(port, &dir, &[]);
+    let conn = connect(port).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    let persistent = || BasicProperties::default().with_delivery_mode(2);
+    let to_dlq = table(&[("x-dead-letter-exchange", s("")), ("x-dead-letter-routing-key", s("dlq"))]);
+    ch.queue_declare("dlq".into(), durable, FieldTable::default()).await.expect("dlq");
+    ch.queue_declare("rejects".into(), durable, to_dlq.clone()).await.expect("rejects");
+    ch.queue_declare("ttl".into(), durable, to_dlq).await.expect("ttl");
+    ch.queue_declare("prio".into(), durable, table(&[("x-max-priority", AMQPValue::LongInt(9))])).await.expect("prio");
+    ch.queue_declare("expiring".into(), durable, table(&[("x-expires", AMQPValue::LongInt(5000))])).await.expect("expiring");
+    let declared = tokio::time::Instant::now();
+    ch.basic_publish("".into(), "rejects".into(), BasicPublishOptions::default(), b"dead", persistent()).await.expect("publish");
+    ch.basic_publish("".into(), "ttl".into(), BasicPublishOptions::default(), b"timed", persistent().with_expiration("5000".into())).await.expect("publish");
+    for (b, p) in [(1u8, 2u8), (2, 7), (3, 5), (4, 7)] {
+        ch.basic_publish("".into(), "prio".into(), BasicPublishOptions::default(), &[b], persistent().with_priority(p)).await.expect("publish");
+    }
+    assert!(within("confirms", ch.wait_for_confirms()).await.expect("confirms").is_empty());
+    let got = within("get", ch.basic_get("rejects".into(), BasicGetOptions { no_ack: false })).await.expect("get").expect("message");
+    got.delivery.reject(BasicRejectOptions { requeue: false }).await.expect("reject");
+    // Longer than sled's periodic flush (the dead-lettered copy is not confirmed to anyone)
+    // and the 100 ms tick that records the queue's last use.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let mut child = spawn_broker(port, &dir, &[]);
+    let conn = connect(port).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let m = within("get", ch.basic_get("dlq".into(), BasicGetOptions { no_ack: true })).await.expect("get").expect("the dead-lettered message");
+    assert_eq!(m.delivery.data, b"dead");
+    let mut order = Vec::new();
+    while let Some(m) = within("get", ch.basic_get("prio".into(), BasicGetOptions { no_ack: true })).await.expect("get") {
+        order.push(m.delivery.data[0]);
+    }
+    assert_eq!(order, vec![2, 4, 3, 1], "highest priority first, FIFO within one");
+    // The TTL runs out 5 s after the publish, not 5 s after the restart.
+    let deadline = declared + Duration::from_millis(5000);
+    loop {
+        if let Some(m) = ch.basic_get("dlq".into(), BasicGetOptions { no_ack: true }).await.expect("get") {
+            assert_eq!(m.delivery.data, b"timed");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline + Duration::from_millis(1500), "the expired message never reached the dead-letter queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep_until(deadline + Duration::from_millis(700)).await;
+    let err = ch.queue_declare("expiring".into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.expect_err("expired");
+    assert_eq!(reply_code(&err), Some(404), "x-expires counted on from before the restart");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
