@@ -15,7 +15,7 @@
 #   --other-name NAME   its name in the table (default: other)
 #   --no-warren         only run against --other (e.g. to record a reference)
 #   --scenarios LIST    comma separated scenario numbers, run in that order (default
-#                       7,8,1,2,3,4,5,6,9: the memory scenarios first, as brokers seldom give
+#                       7,8,1,2,3,4,5,6,9,10,11: the memory scenarios first, as brokers seldom give
 #                       memory back to the OS and earlier backlogs would hide their growth)
 #   --bin PATH          warren-perf binary (default: $WARREN_PERF, else
 #                       ${CARGO_TARGET_DIR:-target}/release/warren-perf, built if missing)
@@ -46,6 +46,9 @@
 #      both rates and the broker's peak RSS
 #   9  persistent 1 KiB messages to a durable queue, confirms (window 1000) and manual acks
 #      (prefetch 100): the durability issue's rate (run it with --scenarios 9, or add it)
+#  10  priority queue (x-max-priority 10), random priorities 0-10, 16 B, auto-ack
+#  11  dead-lettering: 16 B messages to a queue with x-message-ttl 0 and a dead-letter
+#      exchange, consumed (auto-ack) from the dead-letter queue
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -57,7 +60,7 @@ other_uri=""
 other_pid=""
 other_name="other"
 use_warren=1
-scenarios="7,8,1,2,3,4,5,6,9"
+scenarios="7,8,1,2,3,4,5,6,9,10,11"
 bin=""
 out=""
 
@@ -230,6 +233,19 @@ scenario() { # scenario N BROKER_INDEX
        f=$(perfrun "$b" s9 --time "$SECS" --size 1024 --persistent --durable --confirm 1000 --prefetch 100 --queue bench-s9)
        record "$L" "confirmed msg/s" higher "$b" "$(fmt_rate "$(jget "$f" confirm_rate)")"
        record "$L" "delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")"
+       cpu_rows "$L" "$b" "$f" ;;
+    10) L="10. priority queue (x-max-priority 10), random priorities, 16 B, auto-ack"
+       f=$(perfrun "$b" s10 --time "$SECS" --size 16 --auto-ack --queue bench-s10 \
+             --queue-args x-max-priority=10 --priorities 10)
+       record "$L" "published msg/s" higher "$b" "$(fmt_rate "$(jget "$f" send_rate)")"
+       record "$L" "delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")"
+       cpu_rows "$L" "$b" "$f" ;;
+    11) L="11. dead-lettering: TTL-0 queue -> DLX -> queue, 16 B, auto-ack"
+       f=$(perfrun "$b" s11 --time "$SECS" --size 16 --auto-ack --queue bench-s11 \
+             --queue-args x-message-ttl=0,x-dead-letter-exchange=,x-dead-letter-routing-key=bench-s11-dlq \
+             --consume-queue bench-s11-dlq)
+       record "$L" "published msg/s" higher "$b" "$(fmt_rate "$(jget "$f" send_rate)")"
+       record "$L" "dead-lettered and delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")"
        cpu_rows "$L" "$b" "$f" ;;
     *) die "unknown scenario $n" ;;
   esac

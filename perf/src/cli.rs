@@ -177,6 +177,16 @@ pub struct Cli {
     )]
     pub queue_args: Vec<String>,
 
+    /// Publish with message priorities 0..=N, chosen at random per message (for a priority
+    /// queue, e.g. with --queue-args x-max-priority=N).
+    #[arg(long, default_value_t = 0, help_heading = "Messages")]
+    pub priorities: u8,
+
+    /// Consumers consume from this queue (declared without --queue-args) instead of the
+    /// queues producers publish to: e.g. a dead-letter queue fed by the others.
+    #[arg(long, help_heading = "Topology")]
+    pub consume_queue: Option<String>,
+
     /// Exchange to publish to. Default: the default exchange "" (routing key = queue name).
     #[arg(short = 'e', long, help_heading = "Topology")]
     pub exchange: Option<String>,

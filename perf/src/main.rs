@@ -148,6 +148,19 @@ async fn declare_topology(cfg: &Config, ch: &Channel) -> Result<(), AnyError> {
         .await
         .map_err(|e| format!("declaring queue {q:?}: {e}"))?;
     }
+    if let Some(q) = &cli.consume_queue {
+        ch.queue_declare(
+            ShortString::from(q.as_str()),
+            QueueDeclareOptions {
+                durable: cli.durable,
+                auto_delete: cli.auto_delete,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("declaring queue {q:?}: {e}"))?;
+    }
     let mut n = 0usize;
     for (q, keys) in cfg.queues.iter().zip(&cfg.bindings) {
         for key in keys {
@@ -295,7 +308,7 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
     // Consumers subscribe before anything is published.
     let mut consumer_specs = Vec::with_capacity(consumers);
     for (j, ch) in consumer_channels.into_iter().enumerate() {
-        let queue = &cfg.queues[j % cfg.queues.len()];
+        let queue = cli.consume_queue.as_ref().unwrap_or(&cfg.queues[j % cfg.queues.len()]);
         if !cli.auto_ack {
             if let Some(p) = cli.prefetch.filter(|p| *p > 0) {
                 ch.basic_qos(p, BasicQosOptions::default()).await?;
@@ -354,6 +367,15 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
                         base_props.clone()
                     };
                 (ShortString::from(k.as_str()), props)
+            })
+            // With --priorities, every key once per priority: random key order then
+            // means a random priority per message.
+            .flat_map(|(k, props): (ShortString, BasicProperties)| {
+                let n = cli.priorities;
+                (0..=n).map(move |pr| {
+                    let props = if n > 0 { props.clone().with_priority(pr) } else { props.clone() };
+                    (k.clone(), props)
+                })
             })
             .collect();
         let counters = Arc::new(Counters::default());

@@ -357,6 +357,9 @@ impl Queue {
         self.expire(&mut st, now, &mut letters);
         let unused = self.args.expires.is_some_and(|e| st.consumers.is_empty() && now >= self.last_used.load(Ordering::Relaxed).saturating_add(e));
         let next = self.next_deadline(&st);
+        // Published under the lock: an enqueue after it sees this deadline and wakes the
+        // timer if its own is earlier; one before it is already counted in `next`.
+        self.armed.store(if unused { NEVER } else { next }, Ordering::Relaxed);
         self.unlock(st, letters);
         if unused {
             if let (Some(home), Some(me)) = (self.home.upgrade(), self.me.upgrade()) {
@@ -934,7 +937,6 @@ async fn run_timer(queue: Weak<Queue>, timer: Arc<Notify>) {
                 return;
             }
             let deadline = q.housekeeping();
-            q.armed.store(deadline, Ordering::Relaxed);
             if q.is_deleted() {
                 return;
             }
