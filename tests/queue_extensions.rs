@@ -108,7 +108,9 @@ fn death_count(t: &FieldTable) -> i64 {
 async fn bad_argument_values_are_406_naming_the_argument() {
     let broker = start().await;
     let conn = broker.connect().await;
-    let cases: Vec<(&str, Vec<(&str, AMQPValue)>, QueueDeclareOptions)> = vec![
+    /// The argument the error must name, the arguments, the declare flags.
+    type Case = (&'static str, Vec<(&'static str, AMQPValue)>, QueueDeclareOptions);
+    let cases: Vec<Case> = vec![
         ("x-message-ttl", vec![("x-message-ttl", int(-1))], Default::default()),
         ("x-message-ttl", vec![("x-message-ttl", s("1000"))], Default::default()),
         ("x-message-ttl", vec![("x-message-ttl", int(315_360_000_001))], Default::default()),

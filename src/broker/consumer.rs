@@ -96,14 +96,13 @@ pub fn check_arguments(args: &amq_protocol::types::FieldTable, queue: &Queue) ->
         };
         match key {
             // A mirroring-era flag that means nothing on one node.
-            "x-cancel-on-ha-failover" if queue.args.kind == QueueType::Classic => {
-                if !matches!(value, AMQPValue::Boolean(_)) {
-                    return Err(warren_protocol::AmqpError::precondition_failed(format!(
-                        "invalid arg '{key}' for {rs}: {{unacceptable_type,{}}}",
-                        type_name(value)
-                    )));
-                }
+            "x-cancel-on-ha-failover" if queue.args.kind == QueueType::Classic && !matches!(value, AMQPValue::Boolean(_)) => {
+                return Err(warren_protocol::AmqpError::precondition_failed(format!(
+                    "invalid arg '{key}' for {rs}: {{unacceptable_type,{}}}",
+                    type_name(value)
+                )));
             }
+            "x-cancel-on-ha-failover" if queue.args.kind == QueueType::Classic => {}
             "x-cancel-on-ha-failover" | "x-stream-offset" | "x-stream-filter" | "x-stream-match-unfiltered" => return Err(other_type()),
             "x-priority" | "x-credit" => {
                 return Err(warren_protocol::AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs}: not implemented by Warren")));
