@@ -82,32 +82,28 @@ impl Consumer {
 /// argument of another queue type, a bad value, or one Warren does not act on is 406 naming
 /// it; names RabbitMQ does not know are ignored.
 pub fn check_arguments(args: &amq_protocol::types::FieldTable, queue: &Queue) -> Result<(), warren_protocol::AmqpError> {
-    use crate::broker::queue::args::{type_name, QueueType};
+    use crate::broker::queue::args::type_name;
     use amq_protocol::types::AMQPValue;
+    use warren_protocol::AmqpError;
+    /// Every consume argument RabbitMQ 3.13 knows, over all queue types.
+    const KNOWN: &[&str] = &["x-cancel-on-ha-failover", "x-priority", "x-credit", "x-stream-offset", "x-stream-filter", "x-stream-match-unfiltered"];
     let rs = format!("queue '{}' in vhost '{}'", queue.name, queue.vhost);
+    let kind = queue.args.kind;
     for (key, value) in args {
         let key = key.as_str();
-        let other_type = || {
-            let module = match queue.args.kind {
-                QueueType::Classic => "rabbit_classic_queue",
-                QueueType::Quorum => "rabbit_quorum_queue",
-            };
-            warren_protocol::AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs} of queue type {module}"))
-        };
+        if !KNOWN.contains(&key) {
+            continue;
+        }
+        if !kind.knows_consume_arg(key) {
+            return Err(AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs} of queue type {}", kind.module())));
+        }
         match key {
             // A mirroring-era flag that means nothing on one node.
-            "x-cancel-on-ha-failover" if queue.args.kind == QueueType::Classic && !matches!(value, AMQPValue::Boolean(_)) => {
-                return Err(warren_protocol::AmqpError::precondition_failed(format!(
-                    "invalid arg '{key}' for {rs}: {{unacceptable_type,{}}}",
-                    type_name(value)
-                )));
+            "x-cancel-on-ha-failover" if !matches!(value, AMQPValue::Boolean(_)) => {
+                return Err(AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs}: {{unacceptable_type,{}}}", type_name(value))));
             }
-            "x-cancel-on-ha-failover" if queue.args.kind == QueueType::Classic => {}
-            "x-cancel-on-ha-failover" | "x-stream-offset" | "x-stream-filter" | "x-stream-match-unfiltered" => return Err(other_type()),
-            "x-priority" | "x-credit" => {
-                return Err(warren_protocol::AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs}: not implemented by Warren")));
-            }
-            _ => {}
+            "x-cancel-on-ha-failover" => {}
+            _ => return Err(AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs}: not implemented by Warren"))),
         }
     }
     Ok(())

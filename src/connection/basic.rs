@@ -13,7 +13,6 @@ use super::Context;
 use crate::broker::consumer::{Consumer, DeliveryState, Unacked};
 use crate::broker::exchange::Exchange;
 use crate::broker::message::Message;
-use crate::broker::queue::args::QueueType;
 use crate::broker::queue::{Enqueued, Queue};
 
 /// What publishing one message did.
@@ -138,7 +137,7 @@ impl Channel {
     pub(super) fn basic_consume(&mut self, ctx: &Context, c: basic::Consume) -> Result<(), AmqpError> {
         let q = self.resolve_queue(ctx, c.queue.as_str())?;
         crate::broker::consumer::check_arguments(&c.arguments, &q)?;
-        if q.args.kind == QueueType::Quorum && self.delivery.lock().prefetch_global != 0 {
+        if !q.args.kind.allows_global_qos() && self.delivery.lock().prefetch_global != 0 {
             return Err(AmqpError::connection(
                 ReplyCode::NotImplemented,
                 format!("queue '{}' in vhost '{}' does not support global qos", q.name, q.vhost),

@@ -20,12 +20,47 @@ pub enum QueueType {
     Quorum,
 }
 
+/// What distinguishes the kinds. Dispatch, consumers and acknowledgements are shared; a
+/// kind only answers these questions (the seam where streams and replicated queues join).
 impl QueueType {
     /// The name RabbitMQ uses.
     pub fn as_str(self) -> &'static str {
         match self {
             QueueType::Classic => "classic",
             QueueType::Quorum => "quorum",
+        }
+    }
+
+    /// RabbitMQ's module name, as its errors print the queue type.
+    pub fn module(self) -> &'static str {
+        match self {
+            QueueType::Classic => "rabbit_classic_queue",
+            QueueType::Quorum => "rabbit_quorum_queue",
+        }
+    }
+
+    /// Every message is stored, whatever its delivery mode (otherwise only persistent ones
+    /// in a durable queue).
+    pub fn stores_every_message(self) -> bool {
+        self == QueueType::Quorum
+    }
+
+    /// Redeliveries carry `x-delivery-count` (and `x-delivery-limit` applies).
+    pub fn counts_deliveries(self) -> bool {
+        self == QueueType::Quorum
+    }
+
+    /// A consumer may use a channel-wide prefetch (basic.qos global).
+    pub fn allows_global_qos(self) -> bool {
+        self == QueueType::Classic
+    }
+
+    /// The consume arguments RabbitMQ 3.13 knows for this kind (others of another kind are
+    /// refused).
+    pub fn knows_consume_arg(self, key: &str) -> bool {
+        match self {
+            QueueType::Classic => matches!(key, "x-cancel-on-ha-failover" | "x-priority" | "x-credit"),
+            QueueType::Quorum => matches!(key, "x-priority" | "x-credit"),
         }
     }
 }
@@ -153,11 +188,7 @@ impl QueueArgs {
             let key = *key;
             let Some(value) = table.get(key) else { continue };
             if !types.contains(&kind) {
-                let module = match kind {
-                    QueueType::Classic => "rabbit_classic_queue",
-                    QueueType::Quorum => "rabbit_quorum_queue",
-                };
-                return Err(AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs} of queue type {module}")));
+                return Err(AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs} of queue type {}", kind.module())));
             }
             let int = || as_int(value).ok_or_else(|| invalid(key, format!("\"expected integer, got {}\"", type_name(value))));
             let non_neg = || match int()? {

@@ -40,7 +40,7 @@ use crate::broker::dead_letter::{DeadLetter, Reason};
 use crate::broker::memory::MemoryMonitor;
 use crate::broker::message::{now_ms, Message};
 use crate::broker::vhost::VHost;
-use args::{Overflow, QueueArgs, QueueType};
+use args::{Overflow, QueueArgs};
 use ready::{EntryMeta, Ready, ReadyList, NEVER};
 
 /// A message taken from the queue by basic.get.
@@ -216,7 +216,7 @@ impl Queue {
     /// The store, when this queue keeps `msg` on disk: persistent messages of a durable
     /// queue, and every message of a quorum queue.
     fn store_for(&self, msg: &Message) -> Option<&QueueStore> {
-        self.store.as_ref().filter(|_| msg.persistent || self.args.kind == QueueType::Quorum)
+        self.store.as_ref().filter(|_| msg.persistent || self.args.kind.stores_every_message())
     }
 
     /// The band a message of `priority` goes to.
@@ -673,7 +673,7 @@ impl Queue {
             return false;
         }
         let counted;
-        let msg = if self.args.kind == QueueType::Quorum && meta.returns > 0 {
+        let msg = if self.args.kind.counts_deliveries() && meta.returns > 0 {
             counted = with_delivery_count(msg, meta.returns);
             &counted
         } else {
@@ -793,7 +793,7 @@ impl Queue {
                     }
                 },
             };
-            let msg = if self.args.kind == QueueType::Quorum && r.meta.returns > 0 { with_delivery_count(&msg, r.meta.returns) } else { msg };
+            let msg = if self.args.kind.counts_deliveries() && r.meta.returns > 0 { with_delivery_count(&msg, r.meta.returns) } else { msg };
             break Some(Got { offset: r.offset, msg, meta: r.meta, remaining: st.ready.len() as u32 });
         };
         self.unlock(st, letters);
