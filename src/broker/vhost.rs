@@ -437,9 +437,7 @@ impl VHost {
     /// The ends of a queue binding: 403 for the default exchange, 404 for a missing end,
     /// 405 for another connection's exclusive queue.
     fn queue_binding_ends(&self, queue: &str, exchange: &str, connection: u64) -> Result<(Arc<Exchange>, Destination), AmqpError> {
-        if exchange.is_empty() {
-            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
-        }
+        check_not_default_exchange(&[exchange])?;
         let q = self.queue_or_404(queue)?;
         q.check_access(connection)?;
         Ok((self.exchange_or_404(exchange)?, Destination::Queue(q)))
@@ -448,9 +446,7 @@ impl VHost {
     /// The ends of an exchange-to-exchange binding: 403 for the default exchange, 404 for a
     /// missing end.
     fn exchange_binding_ends(&self, destination: &str, source: &str) -> Result<(Arc<Exchange>, Destination), AmqpError> {
-        if destination.is_empty() || source.is_empty() {
-            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
-        }
+        check_not_default_exchange(&[destination, source])?;
         let d = self.exchange_or_404(destination)?;
         Ok((self.exchange_or_404(source)?, Destination::Exchange(d)))
     }
@@ -487,10 +483,20 @@ impl VHost {
         Ok(())
     }
 
-    /// `queue.unbind`: idempotent for a missing binding.
+    /// `queue.unbind`: idempotent, as RabbitMQ's `rabbit_binding:remove`: a binding that does
+    /// not exist, or whose queue or exchange does not, is already gone. 403 for the default
+    /// exchange; 405 for another connection's exclusive queue, which RabbitMQ checks only
+    /// when there is a binding to remove.
     pub fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, arguments: &FieldTable, connection: u64) -> Result<(), AmqpError> {
+        check_not_default_exchange(&[exchange])?;
         let _topology = self.serialise();
-        let (source, destination) = self.queue_binding_ends(queue, exchange, connection)?;
+        let (Some(source), Some(q)) = (self.exchange(exchange), self.queue(queue)) else {
+            return Ok(());
+        };
+        let destination = Destination::Queue(Arc::clone(&q));
+        if !q.accessible_by(connection) && source.has_binding(&destination, routing_key, arguments) {
+            return Err(q.locked_error());
+        }
         self.unbind(&source, destination, routing_key, arguments)
     }
 
@@ -501,11 +507,15 @@ impl VHost {
         self.bind(&source, destination, routing_key, arguments)
     }
 
-    /// `exchange.unbind`: idempotent for a missing binding.
+    /// `exchange.unbind`: idempotent like `queue.unbind`: a missing binding or a missing end
+    /// is already gone. 403 when either end is the default exchange.
     pub fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+        check_not_default_exchange(&[destination, source])?;
         let _topology = self.serialise();
-        let (source, destination) = self.exchange_binding_ends(destination, source)?;
-        self.unbind(&source, destination, routing_key, arguments)
+        let (Some(source), Some(destination)) = (self.exchange(source), self.exchange(destination)) else {
+            return Ok(());
+        };
+        self.unbind(&source, Destination::Exchange(destination), routing_key, arguments)
     }
 
     /// The queues a message published to `exchange` reaches, each once, following
@@ -571,6 +581,14 @@ impl VHost {
             self.delete_queue_now(&q);
         }
     }
+}
+
+/// 403 when an end of a binding is the default exchange, whose bindings are implicit.
+fn check_not_default_exchange(names: &[&str]) -> Result<(), AmqpError> {
+    if names.iter().any(|n| n.is_empty()) {
+        return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+    }
+    Ok(())
 }
 
 /// Removes a consumer from its channel and tells the client with basic.cancel (RabbitMQ's
