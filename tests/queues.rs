@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw::{self, Args, RawConn, Table};
 use common::*;
 use futures_lite::StreamExt;
 use lapin::options::*;
@@ -458,6 +459,30 @@ async fn unbind_of_another_connections_exclusive_queue() {
     publish(&och, "amq.direct", "bound", b"m").await;
     assert_eq!(probe(&owner, "excl").await, Ok((1, 0)));
     och.queue_unbind("excl".into(), "amq.direct".into(), "bound".into(), FieldTable::default()).await.expect("unbind by the owner");
+}
+
+/// A channel that deletes a queue its own consumer reads gets delete-ok first, then the
+/// consumer's basic.cancel, as from RabbitMQ (whose channel handles the queue's cancel after
+/// it has answered).
+#[tokio::test]
+async fn delete_ok_comes_before_the_cancel_of_the_channels_own_consumer() {
+    let broker = start().await;
+    within("raw", async {
+        let mut c = RawConn::handshake(broker.addr).await;
+        c.open_channel(1).await;
+        c.send(&raw::queue_declare_frame(1, b"doomed", 0, &Table::new().encode())).await;
+        c.expect_method(1, 50, 11).await;
+        c.send(&raw::method_frame(1, 60, 20, Args::new().short(0).sstr("doomed").sstr("own").octet(0).empty_table())).await;
+        c.expect_method(1, 60, 21).await;
+        c.send(&raw::method_frame(1, 50, 40, Args::new().short(0).sstr("doomed").octet(0))).await;
+        c.expect_method(1, 50, 41).await;
+        let cancel = c.expect_method(1, 60, 30).await;
+        assert_eq!(cancel.args()[..4], *b"\x03own", "{}", cancel.describe());
+        // The channel is still open.
+        c.send(&raw::queue_declare_frame(1, b"after", 0, &Table::new().encode())).await;
+        c.expect_method(1, 50, 11).await;
+    })
+    .await;
 }
 
 #[tokio::test]

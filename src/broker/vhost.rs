@@ -70,6 +70,30 @@ pub struct QueueSpec {
     pub arguments: FieldTable,
 }
 
+/// The consumers of a deleted queue. Dropping this sends each of them basic.cancel (RabbitMQ's
+/// consumer cancel notification), so the vhost hands it out instead of cancelling under its
+/// topology lock, and `queue.delete` can answer delete-ok first, as RabbitMQ does.
+#[derive(Debug, Default)]
+#[must_use = "dropping it cancels the consumers at once"]
+pub struct OrphanedConsumers(Vec<Arc<Consumer>>);
+
+impl Drop for OrphanedConsumers {
+    fn drop(&mut self) {
+        for consumer in self.0.drain(..) {
+            cancel_consumer(&consumer);
+        }
+    }
+}
+
+/// What deleting a queue removed.
+#[derive(Debug, Default)]
+pub struct DeletedQueue {
+    /// Its ready messages (delete-ok's message count).
+    pub message_count: u32,
+    /// Its consumers, cancelled when this is dropped.
+    pub consumers: OrphanedConsumers,
+}
+
 /// A virtual host.
 #[derive(Debug)]
 pub struct VHost {
@@ -390,11 +414,12 @@ impl VHost {
         Ok(queue)
     }
 
-    /// `queue.delete`: idempotent; 406 with if-unused / if-empty; returns the message count.
-    pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, connection: u64) -> Result<u32, AmqpError> {
+    /// `queue.delete`: idempotent; 406 with if-unused / if-empty. The caller drops the
+    /// result, cancelling the queue's consumers, once it has replied.
+    pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, connection: u64) -> Result<DeletedQueue, AmqpError> {
         let _topology = self.serialise();
         let Some(queue) = self.queue(name) else {
-            return Ok(0);
+            return Ok(DeletedQueue::default());
         };
         queue.check_access(connection)?;
         if if_unused && queue.consumer_count() > 0 {
@@ -408,16 +433,21 @@ impl VHost {
 
     /// Deletes a queue that lost its last consumer (auto-delete) or its owner (exclusive).
     pub fn delete_queue_now(&self, queue: &Arc<Queue>) {
-        let _topology = self.serialise();
-        let current = self.queue(&queue.name);
-        if current.is_some_and(|q| Arc::ptr_eq(&q, queue)) {
-            self.remove_queue(queue);
-        }
+        let deleted = {
+            let _topology = self.serialise();
+            let current = self.queue(&queue.name);
+            if !current.is_some_and(|q| Arc::ptr_eq(&q, queue)) {
+                return;
+            }
+            self.remove_queue(queue)
+        };
+        // Its consumers are cancelled after the topology lock is released.
+        drop(deleted);
     }
 
-    /// Removes a queue, its bindings and its consumers (who get basic.cancel). Caller holds
-    /// the topology lock.
-    fn remove_queue(&self, queue: &Arc<Queue>) -> u32 {
+    /// Removes a queue and its bindings; returns its consumers for the caller to cancel
+    /// outside the topology lock, which the caller holds.
+    fn remove_queue(&self, queue: &Arc<Queue>) -> DeletedQueue {
         self.queues.write().unwrap_or_else(|p| p.into_inner()).remove(&queue.name);
         // Stop the queue first, so nothing reads or marks its messages while the store
         // drops them.
@@ -428,10 +458,7 @@ impl VHost {
             }
         }
         self.unbind_everywhere(&Destination::Queue(Arc::clone(queue)));
-        for consumer in consumers {
-            cancel_consumer(&consumer);
-        }
-        count
+        DeletedQueue { message_count: count, consumers: OrphanedConsumers(consumers) }
     }
 
     /// The ends of a queue binding: 403 for the default exchange, 404 for a missing end,
