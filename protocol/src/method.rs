@@ -107,7 +107,7 @@ fn table_position(class_id: u16, method_id: u16) -> Option<&'static [Field]> {
 fn is_client_method(class_id: u16, method_id: u16) -> bool {
     matches!(
         (class_id, method_id),
-        (10, 11 | 21 | 31 | 40 | 50 | 51 | 71)
+        (10, 11 | 21 | 31 | 40 | 50 | 51 | 70)
             | (20, 10 | 20 | 21 | 40 | 41)
             | (30, 10)
             | (40, 10 | 20 | 30 | 40)
@@ -240,6 +240,18 @@ mod tests {
         assert_eq!((e.code, e.class_id, e.method_id), (ReplyCode::NotImplemented, 60, 99));
         let e = decode(&[0, 60, 0, 60]).expect_err("server-only");
         assert_eq!(e.code, ReplyCode::NotImplemented);
+    }
+
+    #[test]
+    fn update_secret_is_a_client_method_and_its_ok_is_not() {
+        use amq_protocol::protocol::connection;
+        let m = AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(connection::UpdateSecret {
+            new_secret: "token".into(),
+            reason: "refresh".into(),
+        }));
+        assert_eq!(decode(&encode(&m)), Ok(m));
+        let e = decode(&[0, 10, 0, 71]).expect_err("server-only");
+        assert_eq!((e.code, e.class_id, e.method_id), (ReplyCode::NotImplemented, 10, 71));
     }
 
     #[test]

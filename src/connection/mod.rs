@@ -273,7 +273,12 @@ impl Connection {
                 self.ctx.outbound.method(0, &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
                 Some(Exit("closed by client".into()))
             }
-            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(update)) => {
+                // RabbitMQ (rabbit_access_control:update_state) hands the new secret only to
+                // backends whose credentials expire (OAuth 2 tokens); the internal user
+                // database, the only one Warren has, never expires, so the secret is not
+                // checked and the connection keeps its user.
+                info!(user = %self.ctx.user, reason = %update.reason, "user updated secret");
                 self.ctx.outbound.method(0, &AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {})));
                 None
             }
