@@ -397,10 +397,22 @@ async fn oversized_message_with_lapin_closes_the_channel_not_the_connection() {
 }
 
 #[tokio::test]
-async fn heartbeat_on_a_non_zero_channel_is_501() {
+async fn heartbeat_on_a_non_zero_channel_is_505() {
+    // rabbit_reader: a heartbeat on a channel is an unexpected frame, a connection error.
     let broker = start().await;
     let close = connection_error(&broker, &raw::heartbeat_frame(1)).await;
-    assert_eq!(close.code, 501, "{close:?}");
+    assert_eq!((close.code, close.class_id, close.method_id), (505, 0, 0), "{close:?}");
+    assert_eq!(close.text, "UNEXPECTED_FRAME - type 8, all octets = <<>>");
+}
+
+#[tokio::test]
+async fn qos_with_a_prefetch_size_is_540() {
+    // rabbit_channel refuses a limit in octets with a connection error.
+    let broker = start().await;
+    let qos = raw::method_frame(1, 60, 10, Args::new().long(65_536).short(10).octet(0));
+    let close = connection_error(&broker, &qos).await;
+    assert_eq!((close.code, close.class_id, close.method_id), (540, 60, 10), "{close:?}");
+    assert_eq!(close.text, "NOT_IMPLEMENTED - prefetch_size!=0 (65536)");
 }
 
 #[tokio::test]

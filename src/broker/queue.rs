@@ -1,7 +1,7 @@
 //! A queue: its ready messages in order, its consumers in round-robin order, and dispatch.
 //!
 //! Dispatch runs in whichever task changed the queue (a publisher enqueueing, a consumer
-//! acking, a channel re-enabling flow) under the queue's lock: the next ready message goes
+//! acking, a congested socket draining) under the queue's lock: the next ready message goes
 //! to the next consumer in rotation that has room, and a consumer blocked by its prefetch is
 //! skipped until an ack frees it. Every message carries an offset so a requeued message
 //! returns to its original place.

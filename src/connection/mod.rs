@@ -249,7 +249,8 @@ impl Connection {
         };
         let result = match frame {
             Frame::Heartbeat { channel: 0 } => Ok(()),
-            Frame::Heartbeat { .. } => Err(AmqpError::frame_error("heartbeat frame on a non-zero channel")),
+            // As RabbitMQ's reader: a hard error, whatever channel the heartbeat names.
+            Frame::Heartbeat { .. } => Err(AmqpError::unexpected_frame("type 8, all octets = <<>>")),
             Frame::Method { channel: 0, payload } => return self.connection_method(&payload),
             Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => Err(AmqpError::unexpected_frame("content frame on channel 0")),
             Frame::Method { channel, payload } => self.channel_method(channel, &payload),
