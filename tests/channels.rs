@@ -324,7 +324,7 @@ async fn unacked_messages_return_when_their_channel_closes() {
 }
 
 #[tokio::test]
-async fn channel_flow_pauses_and_resumes_deliveries() {
+async fn channel_flow_active_is_answered_and_deliveries_go_on() {
     let broker = start().await;
     let (_conn, ch) = within("connect", broker.channel()).await;
     let (_pconn, publisher) = within("connect", broker.channel()).await;
@@ -332,21 +332,22 @@ async fn channel_flow_pauses_and_resumes_deliveries() {
     let mut consumer = within("consume", ch.basic_consume("flow".into(), "flow-c".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()))
         .await
         .expect("consume");
-
-    publish(&publisher, "", "flow", b"before").await;
-    let d = within("deliver", consumer.next()).await.expect("stream").expect("delivery");
-    assert_eq!(d.data, b"before");
-
-    let active = within("flow off", ch.channel_flow(ChannelFlowOptions { active: false })).await.expect("channel.flow");
-    assert!(!active, "flow-ok must echo active=false");
-    publish(&publisher, "", "flow", b"paused").await;
-    let paused = tokio::time::timeout(Duration::from_millis(400), consumer.next()).await;
-    assert!(paused.is_err(), "delivered while flow was off: {paused:?}");
-
     let active = within("flow on", ch.channel_flow(ChannelFlowOptions { active: true })).await.expect("channel.flow");
     assert!(active, "flow-ok must echo active=true");
-    let d = within("deliver after resume", consumer.next()).await.expect("stream").expect("delivery");
-    assert_eq!(d.data, b"paused");
+    publish(&publisher, "", "flow", b"m").await;
+    let d = within("deliver", consumer.next()).await.expect("stream").expect("delivery");
+    assert_eq!(d.data, b"m");
+}
+
+#[tokio::test]
+async fn channel_flow_inactive_from_a_client_is_540() {
+    // rabbit_channel: a client may not stop the server's deliveries with channel.flow.
+    let broker = start().await;
+    let (conn, ch) = within("connect", broker.channel()).await;
+    let r = within("flow off", ch.channel_flow(ChannelFlowOptions { active: false })).await;
+    assert_code(r, 540, "channel.flow active=false");
+    assert!(!conn.status().connected(), "540 closes the connection");
+    assert_alive(&broker).await;
 }
 
 #[tokio::test]
@@ -355,40 +356,13 @@ async fn channel_flow_on_a_raw_socket() {
     within("raw", async {
         let mut c = RawConn::handshake(broker.addr).await;
         c.open_channel(1).await;
-        c.send(&declare_frame(1, "flow-raw")).await;
-        c.expect_method(1, 50, 11).await;
-        c.send(&raw::method_frame(1, 20, 20, Args::new().octet(0))).await;
-        let ok = c.expect_method(1, 20, 21).await;
-        assert_eq!(ok.args(), &[0]);
-        // basic.consume no-ack, then a publish on another channel.
-        c.send(&raw::method_frame(1, 60, 20, Args::new().short(0).sstr("flow-raw").sstr("fc").octet(2).empty_table())).await;
-        c.expect_method(1, 60, 21).await;
-        c.open_channel(2).await;
-        c.send(&raw::publish_frame(2, "", "flow-raw", 0)).await;
-        c.send(&raw::header_frame(2, 2)).await;
-        c.send(&raw::body_frame(2, b"hi")).await;
-        c.expect_silence(Duration::from_millis(300)).await;
         c.send(&raw::method_frame(1, 20, 20, Args::new().octet(1))).await;
-        // flow-ok and the delivery, in either order.
-        let mut got_ok = false;
-        let mut got_deliver = false;
-        while !(got_ok && got_deliver) {
-            let f = c.next_frame().await;
-            match (f.channel, f.ids()) {
-                (1, Some((20, 21))) => {
-                    assert_eq!(f.args(), &[1]);
-                    got_ok = true;
-                }
-                (1, Some((60, 60))) => {
-                    let h = c.next_frame().await;
-                    assert_eq!((h.kind, h.channel), (2, 1));
-                    let b = c.next_frame().await;
-                    assert_eq!((b.kind, b.channel, b.payload.as_slice()), (3, 1, &b"hi"[..]));
-                    got_deliver = true;
-                }
-                _ => panic!("unexpected {}", f.describe()),
-            }
-        }
+        let ok = c.expect_method(1, 20, 21).await;
+        assert_eq!(ok.args(), &[1]);
+        c.send(&raw::method_frame(1, 20, 20, Args::new().octet(0))).await;
+        let close = c.expect_connection_close().await;
+        assert_eq!((close.code, close.class_id, close.method_id), (540, 20, 20), "{close:?}");
+        assert_eq!(close.text, "NOT_IMPLEMENTED - active=false");
     })
     .await;
 }

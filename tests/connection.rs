@@ -503,6 +503,33 @@ async fn client_close_gets_close_ok() {
 }
 
 #[tokio::test]
+async fn update_secret_gets_update_secret_ok() {
+    let broker = start().await;
+    let (conn, ch) = within("connect", broker.channel()).await;
+    within("update-secret", conn.update_secret("guest".into(), "token refresh".into())).await.expect("update-secret-ok");
+    // The connection and its channel carry on.
+    ch.queue_declare("after-update".into(), QueueDeclareOptions::default(), LapinTable::default()).await.expect("queue.declare");
+    assert!(conn.status().connected());
+}
+
+/// RabbitMQ 3.13 (rabbit_access_control:update_state) passes the new secret only to auth
+/// backends whose credentials expire; its internal user database never does, so any secret
+/// is taken without a check and the connection keeps its user.
+#[tokio::test]
+async fn update_secret_on_a_raw_socket_is_not_checked_for_internal_users() {
+    let broker = start().await;
+    within("raw", async {
+        let mut c = RawConn::handshake(broker.addr).await;
+        c.send(&raw::method_frame(0, 10, 70, Args::new().lstr("not-the-password").sstr("rotation"))).await;
+        c.expect_method(0, 10, 71).await;
+        c.open_channel(1).await;
+        c.send(&raw::method_frame(0, 10, 50, Args::new().short(200).sstr("bye").short(0).short(0))).await;
+        c.expect_method(0, 10, 51).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn exclusive_queue_is_dropped_with_its_connection() {
     let broker = start().await;
     within("raw", async {

@@ -121,6 +121,10 @@ async fn default_exchange_cannot_be_declared_deleted_or_bound() {
     assert_code(r, 403, "exchange.bind with the default exchange as destination");
     let r = fresh().await.exchange_bind("amq.direct".into(), "".into(), "k".into(), ExchangeBindOptions::default(), FieldTable::default()).await;
     assert_code(r, 403, "exchange.bind with the default exchange as source");
+    let r = fresh().await.exchange_unbind("".into(), "amq.direct".into(), "k".into(), ExchangeUnbindOptions::default(), FieldTable::default()).await;
+    assert_code(r, 403, "exchange.unbind with the default exchange as destination");
+    let r = fresh().await.exchange_unbind("amq.direct".into(), "".into(), "k".into(), ExchangeUnbindOptions::default(), FieldTable::default()).await;
+    assert_code(r, 403, "exchange.unbind with the default exchange as source");
 
     // Channel errors only: the connection and the first channel still work.
     publish(&ch, "", "q", b"still routed").await;
@@ -518,6 +522,20 @@ async fn exchange_bind_with_a_missing_exchange_is_404() {
     declare(&ch, "q").await;
     let r = ch.queue_bind("q".into(), "missing".into(), "".into(), QueueBindOptions::default(), FieldTable::default()).await;
     assert_code(r, 404, "queue.bind to a missing exchange");
+}
+
+/// As RabbitMQ's `rabbit_binding:remove`: unbinding from or to an exchange that does not
+/// exist answers unbind-ok, where binding is 404.
+#[tokio::test]
+async fn exchange_unbind_with_a_missing_exchange_is_ok() {
+    let broker = start().await;
+    let (_conn, ch) = broker.channel().await;
+    let unbind = |d: &'static str, s: &'static str| ch.exchange_unbind(d.into(), s.into(), "k".into(), ExchangeUnbindOptions::default(), FieldTable::default());
+    unbind("missing", "amq.fanout").await.expect("missing destination");
+    unbind("amq.fanout", "missing").await.expect("missing source");
+    unbind("missing", "missing-too").await.expect("both missing");
+    // The channel is still open.
+    declare_exchange(&ch, "x", ExchangeKind::Direct).await;
 }
 
 #[tokio::test]

@@ -54,31 +54,40 @@ async fn frame_above_frame_max_is_501_without_waiting_for_the_payload() {
 }
 
 #[tokio::test]
-async fn frame_one_octet_above_frame_max_is_501() {
+async fn frame_payload_one_octet_above_frame_max_is_501() {
     let broker = start().await;
-    // frame_max counts the whole frame: 131072 - 8 octets of payload fit, one more does not.
-    let fits = raw::frame(3, 1, &vec![0u8; 131_072 - 8]);
-    let too_big = raw::frame(3, 1, &vec![0u8; 131_072 - 7]);
+    // As RabbitMQ (rabbit_reader's FRAME_SIZE_FUDGE): a payload of frame_max octets is
+    // accepted, though the frame is then 8 octets longer (rabbitpy sends such body frames);
+    // one octet more is refused.
+    let fits = raw::frame(3, 1, &vec![7u8; 131_072]);
+    let too_big = raw::frame(3, 1, &vec![7u8; 131_073]);
     within("fits", async {
         let mut c = RawConn::handshake(broker.addr).await;
         c.open_channel(1).await;
-        c.send(&raw::publish_frame(1, "", "nowhere", 0)).await;
-        c.send(&raw::header_frame(1, 131_072 - 8)).await;
-        c.send(&fits).await;
-        c.send(&declare_frame(1, b"after-max-frame")).await;
+        c.send(&declare_frame(1, b"max-frame")).await;
         c.expect_method(1, 50, 11).await;
+        c.send(&raw::publish_frame(1, "", "max-frame", 0)).await;
+        c.send(&raw::header_frame(1, 131_072)).await;
+        c.send(&fits).await;
+        // Redeclaring tells the message count: the message was taken whole.
+        c.send(&declare_frame(1, b"max-frame")).await;
+        let ok = c.expect_method(1, 50, 11).await;
+        let a = ok.args();
+        let name_len = usize::from(a[0]);
+        assert_eq!(a[1 + name_len..5 + name_len], 1u32.to_be_bytes(), "message count in {}", ok.describe());
     })
     .await;
     let close = within("too big", async {
         let mut c = RawConn::handshake(broker.addr).await;
         c.open_channel(1).await;
         c.send(&raw::publish_frame(1, "", "nowhere", 0)).await;
-        c.send(&raw::header_frame(1, 131_072)).await;
+        c.send(&raw::header_frame(1, 131_073)).await;
         c.send(&too_big).await;
         c.expect_connection_close().await
     })
     .await;
     assert_eq!(close.code, 501, "{close:?}");
+    assert_eq!(close.text, "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,131073,131064}");
     assert_alive(&broker).await;
 }
 
@@ -388,10 +397,22 @@ async fn oversized_message_with_lapin_closes_the_channel_not_the_connection() {
 }
 
 #[tokio::test]
-async fn heartbeat_on_a_non_zero_channel_is_501() {
+async fn heartbeat_on_a_non_zero_channel_is_505() {
+    // rabbit_reader: a heartbeat on a channel is an unexpected frame, a connection error.
     let broker = start().await;
     let close = connection_error(&broker, &raw::heartbeat_frame(1)).await;
-    assert_eq!(close.code, 501, "{close:?}");
+    assert_eq!((close.code, close.class_id, close.method_id), (505, 0, 0), "{close:?}");
+    assert_eq!(close.text, "UNEXPECTED_FRAME - type 8, all octets = <<>>");
+}
+
+#[tokio::test]
+async fn qos_with_a_prefetch_size_is_540() {
+    // rabbit_channel refuses a limit in octets with a connection error.
+    let broker = start().await;
+    let qos = raw::method_frame(1, 60, 10, Args::new().long(65_536).short(10).octet(0));
+    let close = connection_error(&broker, &qos).await;
+    assert_eq!((close.code, close.class_id, close.method_id), (540, 60, 10), "{close:?}");
+    assert_eq!(close.text, "NOT_IMPLEMENTED - prefetch_size!=0 (65536)");
 }
 
 #[tokio::test]

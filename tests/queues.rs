@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw::{self, Args, RawConn, Table};
 use common::*;
 use futures_lite::StreamExt;
 use lapin::options::*;
@@ -423,6 +424,65 @@ async fn unbind_of_a_missing_binding_is_ok() {
     ch.queue_unbind("q".into(), "amq.direct".into(), "k".into(), FieldTable::default()).await.expect("unbind again");
     publish(&ch, "amq.direct", "k", b"m").await;
     assert_eq!(get_body(&ch, "q").await, None);
+}
+
+/// RabbitMQ's `rabbit_binding:remove` treats a binding whose queue or exchange is missing as
+/// already gone: unbind-ok, not 404.
+#[tokio::test]
+async fn unbind_with_a_missing_queue_or_exchange_is_ok() {
+    let broker = start().await;
+    let (_conn, ch) = broker.channel().await;
+    declare(&ch, "q").await;
+    ch.queue_unbind("missing-q".into(), "amq.direct".into(), "k".into(), FieldTable::default()).await.expect("unbind of a missing queue");
+    ch.queue_unbind("q".into(), "missing-x".into(), "k".into(), FieldTable::default()).await.expect("unbind from a missing exchange");
+    ch.queue_unbind("missing-q".into(), "missing-x".into(), "k".into(), FieldTable::default()).await.expect("unbind with both ends missing");
+    // The default exchange stays refused: its bindings are implicit.
+    let r = ch.queue_unbind("missing-q".into(), "".into(), "k".into(), FieldTable::default()).await;
+    assert_code(r, 403, "queue.unbind from the default exchange");
+}
+
+/// RabbitMQ checks exclusive access only on a binding it is about to remove: unbinding
+/// another connection's exclusive queue is 405 when the binding exists, unbind-ok when not.
+#[tokio::test]
+async fn unbind_of_another_connections_exclusive_queue() {
+    let broker = start().await;
+    let (owner, och) = broker.channel().await;
+    declare_with(&och, "excl", QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.expect("declare");
+    och.queue_bind("excl".into(), "amq.direct".into(), "bound".into(), QueueBindOptions::default(), FieldTable::default()).await.expect("bind");
+
+    let other = broker.connect().await;
+    let ch = other.create_channel().await.expect("channel");
+    ch.queue_unbind("excl".into(), "amq.direct".into(), "never-bound".into(), FieldTable::default()).await.expect("unbind of a missing binding");
+    let r = ch.queue_unbind("excl".into(), "amq.direct".into(), "bound".into(), FieldTable::default()).await;
+    assert_code(r, 405, "unbind of an existing binding from another connection");
+    // The binding survived; its owner may remove it.
+    publish(&och, "amq.direct", "bound", b"m").await;
+    assert_eq!(probe(&owner, "excl").await, Ok((1, 0)));
+    och.queue_unbind("excl".into(), "amq.direct".into(), "bound".into(), FieldTable::default()).await.expect("unbind by the owner");
+}
+
+/// A channel that deletes a queue its own consumer reads gets delete-ok first, then the
+/// consumer's basic.cancel, as from RabbitMQ (whose channel handles the queue's cancel after
+/// it has answered).
+#[tokio::test]
+async fn delete_ok_comes_before_the_cancel_of_the_channels_own_consumer() {
+    let broker = start().await;
+    within("raw", async {
+        let mut c = RawConn::handshake(broker.addr).await;
+        c.open_channel(1).await;
+        c.send(&raw::queue_declare_frame(1, b"doomed", 0, &Table::new().encode())).await;
+        c.expect_method(1, 50, 11).await;
+        c.send(&raw::method_frame(1, 60, 20, Args::new().short(0).sstr("doomed").sstr("own").octet(0).empty_table())).await;
+        c.expect_method(1, 60, 21).await;
+        c.send(&raw::method_frame(1, 50, 40, Args::new().short(0).sstr("doomed").octet(0))).await;
+        c.expect_method(1, 50, 41).await;
+        let cancel = c.expect_method(1, 60, 30).await;
+        assert_eq!(cancel.args()[..4], *b"\x03own", "{}", cancel.describe());
+        // The channel is still open.
+        c.send(&raw::queue_declare_frame(1, b"after", 0, &Table::new().encode())).await;
+        c.expect_method(1, 50, 11).await;
+    })
+    .await;
 }
 
 #[tokio::test]

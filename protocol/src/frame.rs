@@ -2,10 +2,10 @@
 //! and the frame-end octet.
 //!
 //! [`decode`] reads a frame out of a caller-owned read buffer. It refuses a frame whose header
-//! announces more than `frame_max` octets before any payload is buffered, so a client cannot
-//! make the broker allocate what it claims. The `encode_*` functions append frames to a
-//! caller-owned write buffer; body payloads are passed as slices so a delivery can be written
-//! straight from the shared message body.
+//! announces a payload of more than `frame_max` octets before any payload is buffered, so a
+//! client cannot make the broker allocate what it claims. The `encode_*` functions append
+//! frames to a caller-owned write buffer; body payloads are passed as slices so a delivery
+//! can be written straight from the shared message body.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use nom::number::complete::{be_u16, be_u32, u8 as octet};
@@ -128,17 +128,25 @@ pub enum Frame {
 /// Returns `Ok(None)` when more octets are needed; `buf` is then untouched, so a read can
 /// resume. The size is checked from the header against `frame_max` (0: no limit) before the
 /// payload is waited for; a wrong frame-end octet is a 501 FRAME_ERROR.
+///
+/// The spec's `frame_max` bounds the whole frame, but RabbitMQ (`rabbit_reader`'s
+/// `FRAME_SIZE_FUDGE`) lets the payload itself reach `frame_max`, because many clients count
+/// the limit off by the 8 octets of framing (rabbitpy sends body frames that large). Warren
+/// accepts the same frames: a payload of `frame_max` octets passes, one more is 501.
 pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpError> {
     let Some(header) = FrameHeader::parse(buf)? else {
         return Ok(None);
     };
-    let total = header.size as usize + FRAME_OVERHEAD;
-    if frame_max != 0 && total > frame_max as usize {
+    if frame_max != 0 && header.size > frame_max {
+        // RabbitMQ's text, which reports the limit the spec means.
         return Err(AmqpError::frame_error(format!(
-            "frame size {} exceeds frame_max {frame_max}",
-            total
+            "type {}, all octets = <<>>: {{frame_too_large,{},{}}}",
+            header.frame_type.octet(),
+            header.size,
+            frame_max.saturating_sub(FRAME_OVERHEAD as u32)
         )));
     }
+    let total = header.size as usize + FRAME_OVERHEAD;
     if buf.len() < total {
         buf.reserve(total - buf.len());
         return Ok(None);
@@ -284,6 +292,29 @@ mod tests {
         let err = decode(&mut b, 131072).expect_err("too large");
         assert_eq!(err.code, crate::ReplyCode::FrameError);
         assert!(b.capacity() < 1 << 20);
+    }
+
+    #[test]
+    fn payload_of_frame_max_is_accepted_one_more_is_refused() {
+        // As RabbitMQ: the payload may be as large as frame_max (the frame is then 8 octets
+        // longer); one octet more is refused from the header.
+        let mut b = frame(3, 1, &[7u8; 4096], FRAME_END);
+        let f = decode(&mut b, 4096).expect("payload of frame_max").expect("complete");
+        assert_eq!(f, Frame::Body { channel: 1, payload: Bytes::from(vec![7u8; 4096]) });
+        assert!(b.is_empty());
+
+        let mut b = BytesMut::new();
+        put_frame_header(&mut b, FrameType::Body, 1, 4097);
+        let err = decode(&mut b, 4096).expect_err("payload of frame_max + 1");
+        assert_eq!(err.code, crate::ReplyCode::FrameError);
+        assert_eq!(err.scope, crate::Scope::Connection);
+        assert_eq!(err.text, "type 3, all octets = <<>>: {frame_too_large,4097,4088}");
+    }
+
+    #[test]
+    fn frame_max_zero_is_no_limit() {
+        let mut b = frame(3, 1, &[1u8; 200_000], FRAME_END);
+        assert!(matches!(decode(&mut b, 0), Ok(Some(Frame::Body { .. }))));
     }
 
     #[test]

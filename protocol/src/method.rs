@@ -2,7 +2,8 @@
 //!
 //! [`decode`] peeks the class and method ids first, so every error names the method (the
 //! close frame carries them), refuses methods a server never receives, depth-checks the one
-//! field table a client method may carry, and only then hands the payload to amq-protocol.
+//! field table a client method may carry, and only then hands the payload to amq-protocol;
+//! it also refuses a basic.qos prefetch-size, a field amq-protocol does not keep.
 
 use crate::error::AmqpError;
 use crate::table::{skip_table, TableError};
@@ -107,7 +108,7 @@ fn table_position(class_id: u16, method_id: u16) -> Option<&'static [Field]> {
 fn is_client_method(class_id: u16, method_id: u16) -> bool {
     matches!(
         (class_id, method_id),
-        (10, 11 | 21 | 31 | 40 | 50 | 51 | 71)
+        (10, 11 | 21 | 31 | 40 | 50 | 51 | 70)
             | (20, 10 | 20 | 21 | 40 | 41)
             | (30, 10)
             | (40, 10 | 20 | 30 | 40)
@@ -130,8 +131,8 @@ pub fn ids(payload: &[u8]) -> Result<(u16, u16), AmqpError> {
 ///
 /// Errors: 501 for a payload too short to hold ids; 540 for a class or method a server does
 /// not receive; 502 for arguments that do not decode (truncated, invalid UTF-8 in a short
-/// string, a field table nested too deep or of unknown value types). All are connection
-/// errors naming the method.
+/// string, a field table nested too deep or of unknown value types); 540 for a basic.qos
+/// with a prefetch-size. All are connection errors naming the method.
 pub fn decode(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
     let (class_id, method_id) = ids(payload)?;
     if !is_client_method(class_id, method_id) {
@@ -166,13 +167,29 @@ pub fn decode(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
             .map(|p| AMQPClass::Basic(basic::AMQPMethod::Publish(p)))
             .ok_or_else(|| syntax("cannot decode basic.publish arguments (truncated or invalid UTF-8)".to_owned()));
     }
-    match parse_class(payload) {
-        Ok((_, method)) => Ok(method),
-        Err(_) => Err(syntax(format!(
-            "cannot decode {} arguments (truncated, invalid UTF-8 or bad field value)",
-            name(class_id, method_id)
-        ))),
+    let method = match parse_class(payload) {
+        Ok((_, method)) => method,
+        Err(_) => {
+            return Err(syntax(format!(
+                "cannot decode {} arguments (truncated, invalid UTF-8 or bad field value)",
+                name(class_id, method_id)
+            )))
+        }
+    };
+    if let AMQPClass::Basic(basic::AMQPMethod::Qos(_)) = method {
+        check_prefetch_size(&payload[4..])?;
     }
+    Ok(method)
+}
+
+/// basic.qos with a prefetch-size limit is 540, as in RabbitMQ (rabbit_channel), which has
+/// no limit in octets. Checked here because amq-protocol drops the field when parsing.
+fn check_prefetch_size(args: &[u8]) -> Result<(), AmqpError> {
+    let size = args.first_chunk::<4>().map_or(0, |b| u32::from_be_bytes(*b));
+    if size != 0 {
+        return Err(AmqpError::not_implemented(format!("prefetch_size!=0 ({size})")).on_method(60, 10));
+    }
+    Ok(())
 }
 
 /// basic.publish arguments: reserved short, exchange, routing key, mandatory and immediate
@@ -240,6 +257,30 @@ mod tests {
         assert_eq!((e.code, e.class_id, e.method_id), (ReplyCode::NotImplemented, 60, 99));
         let e = decode(&[0, 60, 0, 60]).expect_err("server-only");
         assert_eq!(e.code, ReplyCode::NotImplemented);
+    }
+
+    #[test]
+    fn qos_with_a_prefetch_size_is_not_implemented() {
+        // prefetch-size, prefetch-count, global.
+        let ok = [0, 60, 0, 10, 0, 0, 0, 0, 0, 10, 0];
+        assert_eq!(decode(&ok), Ok(AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: 10, global: false }))));
+        let e = decode(&[0, 60, 0, 10, 0, 0, 4, 0, 0, 10, 0]).expect_err("prefetch_size 1024");
+        assert_eq!((e.code, e.scope, e.class_id, e.method_id), (ReplyCode::NotImplemented, crate::Scope::Connection, 60, 10));
+        assert_eq!(e.reply_text(), "NOT_IMPLEMENTED - prefetch_size!=0 (1024)");
+        // A truncated qos is still a syntax error first.
+        assert_eq!(decode(&[0, 60, 0, 10, 0, 0, 4]).expect_err("truncated").code, ReplyCode::SyntaxError);
+    }
+
+    #[test]
+    fn update_secret_is_a_client_method_and_its_ok_is_not() {
+        use amq_protocol::protocol::connection;
+        let m = AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(connection::UpdateSecret {
+            new_secret: "token".into(),
+            reason: "refresh".into(),
+        }));
+        assert_eq!(decode(&encode(&m)), Ok(m));
+        let e = decode(&[0, 10, 0, 71]).expect_err("server-only");
+        assert_eq!((e.code, e.class_id, e.method_id), (ReplyCode::NotImplemented, 10, 71));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The delivery side of a channel, shared between the channel's connection and the queues
-//! that deliver to it: delivery tags, unacknowledged messages, prefetch limits, flow, and the
+//! that deliver to it: delivery tags, unacknowledged messages, prefetch limits, and the
 //! channel's consumers.
 //!
 //! A queue delivering a message (from whichever task enqueued it) locks the queue, then the
@@ -41,10 +41,10 @@ impl Consumer {
     }
 
     /// Delivers `msg` if this consumer and its channel have room; `false` if blocked (by
-    /// prefetch, channel.flow, a congested socket, or a closed channel).
+    /// prefetch, a congested socket, or a closed channel).
     pub fn try_deliver(self: &Arc<Self>, offset: u64, msg: &Arc<Message>, meta: EntryMeta) -> bool {
         let mut state = self.channel.lock();
-        if state.closed || !state.flow_active {
+        if state.closed {
             return false;
         }
         if !self.no_ack {
@@ -150,8 +150,6 @@ pub struct DeliveryState {
     pub tx_held: usize,
     /// basic.qos global=true limit for the whole channel; 0 is unlimited.
     pub prefetch_global: u32,
-    /// channel.flow: false stops deliveries.
-    pub flow_active: bool,
     /// Set when the channel closes; queues then skip its consumers.
     pub closed: bool,
     /// The channel's consumers by tag.
@@ -170,7 +168,6 @@ impl ChannelDelivery {
                 unacked: VecDeque::new(),
                 tx_held: 0,
                 prefetch_global: 0,
-                flow_active: true,
                 closed: false,
                 consumers: HashMap::new(),
             }),

@@ -190,6 +190,11 @@ impl Exchange {
         Ok(())
     }
 
+    /// True when exactly this binding exists.
+    pub fn has_binding(&self, destination: &Destination, routing_key: &str, arguments: &FieldTable) -> bool {
+        self.read().list.iter().any(|x| x.same(destination, routing_key, arguments))
+    }
+
     /// Removes a binding; false if it did not exist.
     pub fn unbind(&self, destination: &Destination, routing_key: &str, arguments: &FieldTable) -> bool {
         let mut b = self.write();

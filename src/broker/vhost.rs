@@ -58,6 +58,30 @@ pub struct QueueSpec {
     pub arguments: FieldTable,
 }
 
+/// The consumers of a deleted queue. Dropping this sends each of them basic.cancel (RabbitMQ's
+/// consumer cancel notification), so the vhost hands it out instead of cancelling under its
+/// topology lock, and `queue.delete` can answer delete-ok first, as RabbitMQ does.
+#[derive(Debug, Default)]
+#[must_use = "dropping it cancels the consumers at once"]
+pub struct OrphanedConsumers(Vec<Arc<Consumer>>);
+
+impl Drop for OrphanedConsumers {
+    fn drop(&mut self) {
+        for consumer in self.0.drain(..) {
+            cancel_consumer(&consumer);
+        }
+    }
+}
+
+/// What deleting a queue removed.
+#[derive(Debug, Default)]
+pub struct DeletedQueue {
+    /// Its ready messages (delete-ok's message count).
+    pub message_count: u32,
+    /// Its consumers, cancelled when this is dropped.
+    pub consumers: OrphanedConsumers,
+}
+
 /// A virtual host.
 #[derive(Debug)]
 pub struct VHost {
@@ -413,11 +437,12 @@ impl VHost {
         Ok(queue)
     }
 
-    /// `queue.delete`: idempotent; 406 with if-unused / if-empty; returns the message count.
-    pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, connection: u64) -> Result<u32, AmqpError> {
+    /// `queue.delete`: idempotent; 406 with if-unused / if-empty. The caller drops the
+    /// result, cancelling the queue's consumers, once it has replied.
+    pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, connection: u64) -> Result<DeletedQueue, AmqpError> {
         let _topology = self.serialise();
         let Some(queue) = self.queue(name) else {
-            return Ok(0);
+            return Ok(DeletedQueue::default());
         };
         queue.check_access(connection)?;
         if if_unused && queue.consumer_count() > 0 {
@@ -431,16 +456,21 @@ impl VHost {
 
     /// Deletes a queue that lost its last consumer (auto-delete) or its owner (exclusive).
     pub fn delete_queue_now(&self, queue: &Arc<Queue>) {
-        let _topology = self.serialise();
-        let current = self.queue(&queue.name);
-        if current.is_some_and(|q| Arc::ptr_eq(&q, queue)) {
-            self.remove_queue(queue);
-        }
+        let deleted = {
+            let _topology = self.serialise();
+            let current = self.queue(&queue.name);
+            if !current.is_some_and(|q| Arc::ptr_eq(&q, queue)) {
+                return;
+            }
+            self.remove_queue(queue)
+        };
+        // Its consumers are cancelled after the topology lock is released.
+        drop(deleted);
     }
 
-    /// Removes a queue, its bindings and its consumers (who get basic.cancel). Caller holds
-    /// the topology lock.
-    fn remove_queue(&self, queue: &Arc<Queue>) -> u32 {
+    /// Removes a queue and its bindings; returns its consumers for the caller to cancel
+    /// outside the topology lock, which the caller holds.
+    fn remove_queue(&self, queue: &Arc<Queue>) -> DeletedQueue {
         self.queues.write().unwrap_or_else(|p| p.into_inner()).remove(&queue.name);
         // Stop the queue first, so nothing reads or marks its messages while the store
         // drops them.
@@ -451,18 +481,13 @@ impl VHost {
             }
         }
         self.unbind_everywhere(&Destination::Queue(Arc::clone(queue)));
-        for consumer in consumers {
-            cancel_consumer(&consumer);
-        }
-        count
+        DeletedQueue { message_count: count, consumers: OrphanedConsumers(consumers) }
     }
 
     /// The ends of a queue binding: 403 for the default exchange, 404 for a missing end,
     /// 405 for another connection's exclusive queue.
     fn queue_binding_ends(&self, queue: &str, exchange: &str, connection: u64) -> Result<(Arc<Exchange>, Destination), AmqpError> {
-        if exchange.is_empty() {
-            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
-        }
+        check_not_default_exchange(&[exchange])?;
         let q = self.queue_or_404(queue)?;
         q.check_access(connection)?;
         Ok((self.exchange_or_404(exchange)?, Destination::Queue(q)))
@@ -471,9 +496,7 @@ impl VHost {
     /// The ends of an exchange-to-exchange binding: 403 for the default exchange, 404 for a
     /// missing end.
     fn exchange_binding_ends(&self, destination: &str, source: &str) -> Result<(Arc<Exchange>, Destination), AmqpError> {
-        if destination.is_empty() || source.is_empty() {
-            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
-        }
+        check_not_default_exchange(&[destination, source])?;
         let d = self.exchange_or_404(destination)?;
         Ok((self.exchange_or_404(source)?, Destination::Exchange(d)))
     }
@@ -510,10 +533,20 @@ impl VHost {
         Ok(())
     }
 
-    /// `queue.unbind`: idempotent for a missing binding.
+    /// `queue.unbind`: idempotent, as RabbitMQ's `rabbit_binding:remove`: a binding that does
+    /// not exist, or whose queue or exchange does not, is already gone. 403 for the default
+    /// exchange; 405 for another connection's exclusive queue, which RabbitMQ checks only
+    /// when there is a binding to remove.
     pub fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, arguments: &FieldTable, connection: u64) -> Result<(), AmqpError> {
+        check_not_default_exchange(&[exchange])?;
         let _topology = self.serialise();
-        let (source, destination) = self.queue_binding_ends(queue, exchange, connection)?;
+        let (Some(source), Some(q)) = (self.exchange(exchange), self.queue(queue)) else {
+            return Ok(());
+        };
+        let destination = Destination::Queue(Arc::clone(&q));
+        if !q.accessible_by(connection) && source.has_binding(&destination, routing_key, arguments) {
+            return Err(q.locked_error());
+        }
         self.unbind(&source, destination, routing_key, arguments)
     }
 
@@ -524,11 +557,15 @@ impl VHost {
         self.bind(&source, destination, routing_key, arguments)
     }
 
-    /// `exchange.unbind`: idempotent for a missing binding.
+    /// `exchange.unbind`: idempotent like `queue.unbind`: a missing binding or a missing end
+    /// is already gone. 403 when either end is the default exchange.
     pub fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+        check_not_default_exchange(&[destination, source])?;
         let _topology = self.serialise();
-        let (source, destination) = self.exchange_binding_ends(destination, source)?;
-        self.unbind(&source, destination, routing_key, arguments)
+        let (Some(source), Some(destination)) = (self.exchange(source), self.exchange(destination)) else {
+            return Ok(());
+        };
+        self.unbind(&source, Destination::Exchange(destination), routing_key, arguments)
     }
 
     /// The queues a message published to `exchange` reaches, each once, following
@@ -677,6 +714,14 @@ impl VHost {
             self.delete_queue_now(&q);
         }
     }
+}
+
+/// 403 when an end of a binding is the default exchange, whose bindings are implicit.
+fn check_not_default_exchange(names: &[&str]) -> Result<(), AmqpError> {
+    if names.iter().any(|n| n.is_empty()) {
+        return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+    }
+    Ok(())
 }
 
 /// Removes a consumer from its channel and tells the client with basic.cancel (RabbitMQ's

@@ -164,12 +164,13 @@ impl Channel {
                 queue::AMQPMethod::Delete(d) => self.queue_delete(ctx, d),
                 _ => Err(AmqpError::command_invalid("method not valid from a client")),
             },
+            // As RabbitMQ (rabbit_channel): a client may not stop the server's deliveries
+            // with channel.flow, only confirm they may go on; prefetch is the way to pause.
             AMQPClass::Channel(chan::AMQPMethod::Flow(f)) => {
-                self.delivery.lock().flow_active = f.active;
-                if f.active {
-                    self.redispatch();
+                if !f.active {
+                    return Err(AmqpError::not_implemented("active=false"));
                 }
-                self.reply(ctx, AMQPClass::Channel(chan::AMQPMethod::FlowOk(chan::FlowOk { active: f.active })));
+                self.reply(ctx, AMQPClass::Channel(chan::AMQPMethod::FlowOk(chan::FlowOk { active: true })));
                 Ok(())
             }
             // A flow-ok answers a channel.flow the server never sends; nothing to do.
@@ -311,8 +312,8 @@ impl Channel {
         });
     }
 
-    /// Offers ready messages again to this channel's consumers' queues (after flow resumes
-    /// or the socket drains).
+    /// Offers ready messages again to this channel's consumers' queues (after a global
+    /// prefetch frees room or the socket drains).
     pub fn redispatch(&self) {
         let queues: Vec<Arc<Queue>> = self.delivery.lock().consumers.values().map(|c| Arc::clone(&c.queue)).collect();
         for q in queues {

@@ -249,7 +249,8 @@ impl Connection {
         };
         let result = match frame {
             Frame::Heartbeat { channel: 0 } => Ok(()),
-            Frame::Heartbeat { .. } => Err(AmqpError::frame_error("heartbeat frame on a non-zero channel")),
+            // As RabbitMQ's reader: a hard error, whatever channel the heartbeat names.
+            Frame::Heartbeat { .. } => Err(AmqpError::unexpected_frame("type 8, all octets = <<>>")),
             Frame::Method { channel: 0, payload } => return self.connection_method(&payload),
             Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => Err(AmqpError::unexpected_frame("content frame on channel 0")),
             Frame::Method { channel, payload } => self.channel_method(channel, &payload),
@@ -273,7 +274,12 @@ impl Connection {
                 self.ctx.outbound.method(0, &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
                 Some(Exit("closed by client".into()))
             }
-            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(update)) => {
+                // RabbitMQ (rabbit_access_control:update_state) hands the new secret only to
+                // backends whose credentials expire (OAuth 2 tokens); the internal user
+                // database, the only one Warren has, never expires, so the secret is not
+                // checked and the connection keeps its user.
+                info!(user = %self.ctx.user, reason = %update.reason, "user updated secret");
                 self.ctx.outbound.method(0, &AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {})));
                 None
             }

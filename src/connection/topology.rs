@@ -105,10 +105,13 @@ impl Channel {
 
     pub(super) fn queue_delete(&mut self, ctx: &Context, d: queue::Delete) -> Result<(), AmqpError> {
         let name = self.queue_name(d.queue.as_str())?;
-        let message_count = ctx.vhost.delete_queue(&name, d.if_unused, d.if_empty, ctx.id)?;
+        let deleted = ctx.vhost.delete_queue(&name, d.if_unused, d.if_empty, ctx.id)?;
         if !d.nowait {
-            self.reply(ctx, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count })));
+            self.reply(ctx, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: deleted.message_count })));
         }
+        // As in RabbitMQ, this channel's own consumers of the queue hear basic.cancel only
+        // after delete-ok.
+        drop(deleted);
         Ok(())
     }
 }

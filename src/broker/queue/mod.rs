@@ -3,7 +3,7 @@
 //! priorities, dead-lettering, a quorum queue's delivery limit).
 //!
 //! Dispatch runs in whichever task changed the queue (a publisher enqueueing, a consumer
-//! acking, a channel re-enabling flow) under the queue's lock: the next ready message goes
+//! acking, a congested socket draining) under the queue's lock: the next ready message goes
 //! to the next consumer in rotation that has room, and a consumer blocked by its prefetch is
 //! skipped until an ack frees it. Every message carries an offset so a requeued message
 //! returns to its original place.
