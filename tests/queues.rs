@@ -568,3 +568,18 @@ async fn messages_expire_after_the_queue_ttl() {
     publish(&ch, "", "ttl", b"taken").await;
     assert_eq!(next(&mut c).await.data, b"taken");
 }
+
+/// Unbind resolves an empty queue name and an empty routing key as bind does: the
+/// channel's last declared queue, with its name as the key.
+#[tokio::test]
+async fn unbind_with_empty_names_means_the_last_declared_queue() {
+    let broker = start().await;
+    let (_conn, ch) = broker.channel().await;
+    declare(&ch, "last").await;
+    ch.queue_bind("".into(), "amq.direct".into(), "".into(), QueueBindOptions::default(), FieldTable::default()).await.expect("bind");
+    publish(&ch, "amq.direct", "last", b"1").await;
+    assert_eq!(get_body(&ch, "last").await.as_deref(), Some(&b"1"[..]));
+    ch.queue_unbind("".into(), "amq.direct".into(), "".into(), FieldTable::default()).await.expect("unbind");
+    publish(&ch, "amq.direct", "last", b"2").await;
+    assert_eq!(get_body(&ch, "last").await, None, "the binding keyed by the queue's name is gone");
+}

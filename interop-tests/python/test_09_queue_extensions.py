@@ -54,7 +54,7 @@ def declare_dlx(ch, name="dlx", exchange_type="fanout", binding_key=""):
     return dlx, dlq
 
 
-def collect(ch, queue, n, timeout=WAIT):
+def collect(ch, queue, n, timeout=min(WAIT, 5)):
     """Consume (manual ack) until n messages arrived or timeout; returns a list
     of (method, properties, body, monotonic arrival time). Afterwards, checks
     that nothing else shows up in the queue."""
@@ -76,7 +76,7 @@ def collect(ch, queue, n, timeout=WAIT):
     return got
 
 
-def get(ch, queue, timeout=WAIT):
+def get(ch, queue, timeout=min(WAIT, 5)):
     """basic_get (manual ack) with polling; returns (method, properties, body)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -200,6 +200,27 @@ def test_nack_without_requeue_keeps_the_routing_key_when_no_dead_letter_routing_
     assert queue_message_count(ch, src) == 0
 
 
+def test_rejected_message_loses_its_expiration_and_records_it():
+    """Any dead-lettering (not only expiry) removes the `expiration` property and
+    records it as original-expiration, so the copy does not expire again."""
+    conn = connect()
+    ch = conn.channel()
+    dlx, dlq = declare_dlx(ch, "dlx-reject-exp")
+    src = unique("reject-exp")
+    ch.queue_declare(queue=src, arguments={"x-dead-letter-exchange": dlx})
+    ch.basic_publish(exchange="", routing_key=src, body=b"short-lived",
+                     properties=pika.BasicProperties(expiration="60000", priority=3))
+    method, props, _ = get(ch, src)
+    assert props.expiration == "60000"
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    [(_, dprops, _, _)] = collect(ch, dlq, 1)
+    assert dprops.expiration is None
+    assert dprops.priority == 3
+    [death] = dprops.headers["x-death"]
+    assert_death(death, queue=src, reason="rejected", exchange="", routing_keys=[src],
+                 original_expiration="60000")
+
+
 def test_retry_loop_counts_deaths_per_queue_and_reason():
     """The usual retry pattern: work queue -> (reject) -> retry queue with a TTL ->
     (expired) -> back to the work queue. A cycle with a rejection in it is allowed;
@@ -273,6 +294,67 @@ def test_fully_automatic_dead_letter_cycle_is_dropped():
                  routing_keys=[src])
     time.sleep(0.2)
     assert queue_message_count(ch, src) == 0
+
+
+def test_dead_letter_via_default_exchange_with_dead_letter_routing_key():
+    conn = connect()
+    ch = conn.channel()
+    dlq = unique("dlq-default-x")
+    src = unique("src-default-x")
+    ch.queue_declare(queue=dlq)
+    ch.queue_declare(queue=src, arguments={"x-dead-letter-exchange": "",
+                                           "x-dead-letter-routing-key": dlq})
+    ch.basic_publish(exchange="", routing_key=src, body=b"to the default exchange")
+    method, _, _ = get(ch, src)
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    [(dmethod, props, body, _)] = collect(ch, dlq, 1)
+    assert body == b"to the default exchange"
+    assert dmethod.exchange == "" and dmethod.routing_key == dlq
+    [death] = props.headers["x-death"]
+    assert_death(death, queue=src, reason="rejected", exchange="", routing_keys=[src])
+
+
+def test_dead_letter_history_has_cc_keys_but_not_bcc():
+    """Sender-selected distribution: CC/BCC headers add routing keys; x-death's
+    routing-keys include the CC keys but not the BCC ones, and the BCC header never
+    reaches a consumer. Dead-lettering routes with all keys (here only the CC key k3
+    is bound on the dead-letter exchange)."""
+    conn = connect()
+    ch = conn.channel()
+    dlx, dlq = declare_dlx(ch, "dlx-cc", exchange_type="direct", binding_key="k3")
+    src = unique("cc-src")
+    ch.queue_declare(queue=src, arguments={"x-dead-letter-exchange": dlx})
+    ch.queue_bind(queue=src, exchange="amq.direct", routing_key="k1")
+    ch.basic_publish(exchange="amq.direct", routing_key="k1", body=b"cc",
+                     properties=pika.BasicProperties(headers={"CC": ["k2", "k3"],
+                                                              "BCC": ["k4"]}))
+    method, props, _ = get(ch, src)
+    assert props.headers.get("CC") == ["k2", "k3"]
+    assert "BCC" not in props.headers, f"BCC header delivered: {props.headers}"
+    ch.basic_reject(method.delivery_tag, requeue=False)
+
+    [(dmethod, dprops, body, _)] = collect(ch, dlq, 1)
+    assert body == b"cc"
+    assert dmethod.exchange == dlx and dmethod.routing_key == "k1"
+    [death] = dprops.headers["x-death"]
+    assert_death(death, queue=src, reason="rejected", exchange="amq.direct",
+                 routing_keys=["k1", "k2", "k3"])
+    assert dprops.headers.get("CC") == ["k2", "k3"]
+    assert "BCC" not in dprops.headers, f"BCC header delivered: {dprops.headers}"
+
+
+def test_dead_letter_exchange_that_does_not_exist_drops_the_message():
+    conn = connect()
+    ch = conn.channel()
+    src = unique("missing-dlx-src")
+    missing = unique("no-such-dlx", kind="exchange")
+    ch.queue_declare(queue=src, arguments={"x-dead-letter-exchange": missing})
+    ch.basic_publish(exchange="", routing_key=src, body=b"nowhere to go")
+    method, _, _ = get(ch, src)
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    time.sleep(GRACE)
+    assert queue_message_count(ch, src) == 0
+    assert ch.is_open and conn.is_open
 
 
 # ---------------------------------------------------------------- 2. expiry
@@ -377,6 +459,51 @@ def test_expired_message_is_never_delivered_and_unexpired_one_is():
     assert ch.basic_get(src, auto_ack=True)[0] is None
 
 
+def test_queue_ttl_zero_expires_unless_a_consumer_takes_it_at_once():
+    conn = connect()
+    ch = conn.channel()
+    dlx, dlq = declare_dlx(ch, "dlx-ttl0")
+    src = unique("ttl0")
+    ch.queue_declare(queue=src, arguments={"x-message-ttl": 0, "x-dead-letter-exchange": dlx})
+    ch.basic_publish(exchange="", routing_key=src, body=b"nobody waiting")
+    [(_, props, body, _)] = collect(ch, dlq, 1)
+    assert body == b"nobody waiting"
+    assert props.headers["x-death"][0]["reason"] == "expired"
+
+    def setup(cch):
+        return src
+
+    consumer = Consumer("ttl0-consumer", setup).start_and_wait()
+    try:
+        ch.basic_publish(exchange="", routing_key=src, body=b"taken at once")
+        assert wait_until(lambda: consumer.count() >= 1), "waiting consumer got nothing"
+        time.sleep(GRACE)
+        assert consumer.bodies() == [b"taken at once"]
+    finally:
+        consumer.stop()
+    assert queue_message_count(ch, dlq) == 0
+
+
+def test_queue_expires_when_unused():
+    """x-expires: the queue is deleted (with its messages) once unused for that long;
+    a (passive) declare or a basic.get counts as use and restarts the clock."""
+    conn = connect()
+    ch = conn.channel()
+    queue = unique("x-expires")
+    ch.queue_declare(queue=queue, arguments={"x-expires": 400})
+    ch.basic_publish(exchange="", routing_key=queue, body=b"goes with the queue")
+    for i in range(8):
+        time.sleep(0.1)
+        if i % 2:
+            assert queue_message_count(ch, queue) == 1, "queue expired although in use"
+        else:
+            method, _, _ = ch.basic_get(queue, auto_ack=False)
+            assert method is not None, "queue expired although in use"
+            ch.basic_nack(method.delivery_tag, requeue=True)
+    time.sleep(0.7)
+    assert queue_state(conn, queue) == "missing", "queue still there after 0.7 s unused"
+
+
 # ---------------------------------------------------------------- 3. length limits
 def test_max_length_dead_letters_the_head_with_reason_maxlen():
     conn = connect()
@@ -396,6 +523,32 @@ def test_max_length_dead_letters_the_head_with_reason_maxlen():
         assert_death(death, queue=src, reason="maxlen", exchange="", routing_keys=[src])
         assert_first_last(conn, props.headers, first=("maxlen", src, ""), last=("maxlen", src, ""))
     assert get_all(ch, src) == [b"m3", b"m4"]
+
+
+def test_max_length_counts_ready_messages_and_applies_on_requeue():
+    """Unacked messages do not count against x-max-length; when one is requeued into
+    a full queue, the head (here the requeued message itself) is dead-lettered."""
+    conn = connect()
+    ch = conn.channel()
+    dlx, dlq = declare_dlx(ch, "dlx-maxlen-requeue")
+    src = unique("maxlen-requeue")
+    ch.queue_declare(queue=src, arguments={"x-max-length": 2, "x-dead-letter-exchange": dlx})
+    ch.confirm_delivery()
+    ch.basic_publish(exchange="", routing_key=src, body=b"a")
+    ch.basic_publish(exchange="", routing_key=src, body=b"b")
+    method, _, body = get(ch, src)
+    assert body == b"a"
+    ch.basic_publish(exchange="", routing_key=src, body=b"c")
+    assert queue_message_count(ch, src) == 2
+    time.sleep(GRACE)
+    assert queue_message_count(ch, dlq) == 0, "an unacked message counted against the limit"
+
+    ch.basic_nack(method.delivery_tag, requeue=True)
+    [(_, props, body, _)] = collect(ch, dlq, 1)
+    assert body == b"a"
+    [death] = props.headers["x-death"]
+    assert_death(death, queue=src, reason="maxlen", exchange="", routing_keys=[src])
+    assert get_all(ch, src) == [b"b", b"c"]
 
 
 def test_max_length_bytes_counts_body_bytes():

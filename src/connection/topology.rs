@@ -89,7 +89,9 @@ impl Channel {
 
     pub(super) fn queue_unbind(&mut self, ctx: &Context, u: queue::Unbind) -> Result<(), AmqpError> {
         let name = self.queue_name(u.queue.as_str())?;
-        ctx.vhost.unbind_queue(&name, u.exchange.as_str(), u.routing_key.as_str(), &u.arguments, ctx.id)?;
+        // As for bind: an empty routing key with an empty queue name means the queue's name.
+        let key = if u.routing_key.as_str().is_empty() && u.queue.as_str().is_empty() { name.clone() } else { u.routing_key.to_string() };
+        ctx.vhost.unbind_queue(&name, u.exchange.as_str(), &key, &u.arguments, ctx.id)?;
         self.reply(ctx, AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})));
         Ok(())
     }
