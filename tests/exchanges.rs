@@ -717,3 +717,33 @@ async fn alternate_exchanges_take_what_their_exchange_cannot_route() {
     let err = ch.exchange_declare("bad".into(), ExchangeKind::Direct, opts, table(&[("alternate-exchange", AMQPValue::LongInt(1))])).await.expect_err("406");
     assert_eq!(reply_code(&err), Some(406));
 }
+
+// ---------------------------------------------------------------------------------------
+// Sender-selected distribution.
+
+/// `CC` and `BCC` (arrays of strings) add routing keys on the same exchange; each queue
+/// gets the message once; `BCC` is gone from what consumers see, `CC` stays.
+#[tokio::test]
+async fn cc_and_bcc_headers_add_routing_keys_and_bcc_is_removed() {
+    let broker = start().await;
+    let (_conn, ch) = broker.channel().await;
+    for (q, key) in [("qa", "a"), ("qb", "b"), ("qc", "c")] {
+        declare(&ch, q).await;
+        ch.queue_bind(q.into(), "amq.direct".into(), key.into(), QueueBindOptions::default(), FieldTable::default()).await.expect("bind");
+    }
+    let array = |keys: &[&str]| AMQPValue::FieldArray(keys.iter().map(|k| text(k)).collect::<Vec<_>>().into());
+    let headers = table(&[("CC", array(&["b", "a"])), ("BCC", array(&["c"])), ("other", text("kept"))]);
+    ch.basic_publish("amq.direct".into(), "a".into(), BasicPublishOptions::default(), b"m", BasicProperties::default().with_headers(headers))
+        .await
+        .expect("publish");
+    for q in ["qa", "qb", "qc"] {
+        let m = within("get", ch.basic_get(q.into(), BasicGetOptions { no_ack: true })).await.expect("get").unwrap_or_else(|| panic!("{q} got nothing"));
+        let h = m.delivery.properties.headers().clone().expect("headers");
+        assert!(h.inner().contains_key("CC"), "{q}: CC stays");
+        assert!(!h.inner().contains_key("BCC"), "{q}: BCC removed");
+        assert_eq!(h.inner().get("other"), Some(&text("kept")));
+    }
+    for q in ["qa", "qb", "qc"] {
+        assert_eq!(get_body(&ch, q).await, None, "{q}: exactly once");
+    }
+}

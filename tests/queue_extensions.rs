@@ -313,6 +313,25 @@ async fn dead_letter_routing_key_replaces_the_key_and_a_missing_exchange_drops()
     assert_eq!(count(&ch, "orphan").await, 0);
 }
 
+/// A dead letter without a dead-letter routing key goes out with every key it was
+/// published with, BCC included, while x-death's routing-keys leave BCC out.
+#[tokio::test]
+async fn dead_letters_route_with_bcc_keys_that_x_death_does_not_show() {
+    let broker = start().await;
+    let (_conn, ch) = broker.channel().await;
+    ch.exchange_declare("dl".into(), lapin::ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default()).await.expect("dl");
+    declare(&ch, "hidden").await;
+    ch.queue_bind("hidden".into(), "dl".into(), "secret".into(), QueueBindOptions::default(), FieldTable::default()).await.expect("bind");
+    declare_args(&ch, "src", Default::default(), &[("x-dead-letter-exchange", s("dl"))]).await.expect("declare");
+    let bcc = table(&[("BCC", AMQPValue::FieldArray(FieldArray::from(vec![s("secret")])))]);
+    publish_props(&ch, "", "src", b"m", BasicProperties::default().with_headers(bcc)).await;
+    let d = get(&ch, "src").await;
+    assert!(header(&d, "BCC").is_none(), "BCC removed at publish");
+    d.reject(BasicRejectOptions { requeue: false }).await.expect("reject");
+    let dead = get_eventually(&ch, "hidden").await;
+    assert_eq!(field(&deaths(&dead)[0], "routing-keys"), Some(&AMQPValue::FieldArray(FieldArray::from(vec![s("src")]))));
+}
+
 #[tokio::test]
 async fn expired_messages_are_dead_lettered_on_time_without_any_client_touching_the_queue() {
     let broker = start().await;

@@ -178,6 +178,7 @@ fn run(c: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         Ttl::Zero => Some(0),
                         Ttl::Hour => Some(3_600_000),
                     },
+                    bcc: None,
                 });
                 let full = c.max_length.is_some_and(|m| model.ready.len() as u64 >= m) || c.max_length_bytes.is_some_and(|m| model.bytes() + len as u64 > m);
                 let outcome = queue.enqueue(msg);

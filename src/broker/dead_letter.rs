@@ -143,13 +143,10 @@ pub fn rewrite(letter: &DeadLetter) -> Republish {
     headers.insert("x-last-death-exchange".into(), long(&msg.exchange));
 
     let routing_keys = match &letter.target.routing_key {
-        Some(rk) => {
-            let mut map = headers.inner().clone();
-            map.remove("CC");
-            headers = FieldTable::from(map);
-            vec![rk.clone()]
-        }
-        None => own_keys,
+        // 3.13 keeps the CC header here (3.12 removed it).
+        Some(rk) => vec![rk.clone()],
+        // All the keys it was published with, BCC included (not recorded in x-death).
+        None => own_keys.into_iter().chain(msg.bcc.iter().flat_map(|b| b.iter().cloned())).collect(),
     };
     let mut props = props.with_headers(headers);
     props = clear_expiration(props);
@@ -162,6 +159,7 @@ pub fn rewrite(letter: &DeadLetter) -> Republish {
         from_store: false,
         priority: msg.priority,
         ttl: None,
+        bcc: None,
     };
     Republish { msg: Arc::new(msg), routing_keys, deaths: death_keys }
 }

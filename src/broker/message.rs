@@ -1,6 +1,10 @@
-//! A published message, shared by every queue it was routed to and every delivery of it,
-//! and the broker's clock for message deadlines.
+//! A published message, shared by every queue it was routed to and every delivery of it;
+//! RabbitMQ's sender-selected distribution (`CC` / `BCC` headers); and the broker's clock
+//! for message deadlines.
 
+use std::sync::Arc;
+
+use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 
 /// An immutable message. Queues hold it in an `Arc`; its body is the publisher's `Bytes`,
@@ -23,6 +27,56 @@ pub struct Message {
     pub priority: u8,
     /// The expiration property: a per-message TTL in milliseconds.
     pub ttl: Option<u64>,
+    /// Routing keys of the `BCC` header, which is removed before the message is stored or
+    /// delivered; dead-lettering still routes with them, as RabbitMQ does.
+    pub bcc: Option<Arc<[String]>>,
+}
+
+/// The extra routing keys a publisher selected with the `CC` and `BCC` headers (arrays of
+/// strings; other values are ignored, as RabbitMQ ignores them).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SenderSelected {
+    /// `CC`: kept in the message.
+    pub cc: Vec<String>,
+    /// `BCC`: removed from the message.
+    pub bcc: Vec<String>,
+    /// The message had a `BCC` header (of any type), which must go.
+    pub has_bcc: bool,
+}
+
+impl SenderSelected {
+    /// Reads `CC` and `BCC` from raw headers (a field table with its length prefix), or
+    /// None when neither is there. A byte scan rules most messages out without decoding
+    /// the table.
+    pub fn from_raw(raw: &[u8], decode: impl FnOnce() -> Option<FieldTable>) -> Option<Self> {
+        let mentions = |name: &[u8]| raw.windows(name.len()).any(|w| w == name);
+        if !mentions(b"\x02CC") && !mentions(b"\x03BCC") {
+            return None;
+        }
+        let table = decode()?;
+        let keys = |name: &str| match table.inner().get(name) {
+            Some(AMQPValue::FieldArray(a)) => a
+                .as_slice()
+                .iter()
+                .filter_map(|v| match v {
+                    AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                    AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let out = SenderSelected { cc: keys("CC"), bcc: keys("BCC"), has_bcc: table.contains_key("BCC") };
+        (out != SenderSelected::default()).then_some(out)
+    }
+}
+
+/// The properties without the `BCC` header (re-encoded; only messages that carry one pay).
+pub fn without_bcc(raw: &[u8]) -> Option<Bytes> {
+    let props = warren_protocol::properties::decode(raw)?;
+    let mut headers = props.headers().clone().unwrap_or_default().inner().clone();
+    headers.remove("BCC");
+    Some(warren_protocol::properties::encode(&props.with_headers(FieldTable::from(headers))).into())
 }
 
 /// Milliseconds since the Unix epoch: deadlines are absolute, so they survive a restart,

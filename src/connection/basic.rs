@@ -12,7 +12,7 @@ use super::channel::{requeue, Channel, TxSettle};
 use super::Context;
 use crate::broker::consumer::{Consumer, DeliveryState, Unacked};
 use crate::broker::exchange::Exchange;
-use crate::broker::message::Message;
+use crate::broker::message::{without_bcc, Message, SenderSelected};
 use crate::broker::queue::{Enqueued, Queue};
 
 /// What publishing one message did.
@@ -62,6 +62,12 @@ impl Channel {
         let view = PropertiesView::parse(&raw_properties).unwrap_or_default();
         let ttl = check_properties(ctx, &view)?;
         let persistent = view.persistent();
+        // Sender-selected distribution: CC and BCC add routing keys; BCC is removed.
+        let selected = view.headers.and_then(|raw| SenderSelected::from_raw(raw, || view.headers_table()));
+        let properties = match &selected {
+            Some(s) if s.has_bcc => without_bcc(&raw_properties).unwrap_or(properties),
+            _ => properties,
+        };
         let msg = Arc::new(Message {
             exchange: String::from(method.exchange),
             routing_key: String::from(method.routing_key),
@@ -71,6 +77,7 @@ impl Channel {
             from_store: false,
             priority: view.priority.unwrap_or(0),
             ttl,
+            bcc: selected.as_ref().filter(|s| !s.bcc.is_empty()).map(|s| s.bcc.clone().into()),
         });
         ctx.broker.metrics.messages_received.inc();
         if let Some(c) = self.confirms.as_mut() {
@@ -78,6 +85,11 @@ impl Channel {
         }
         let mut queues = std::mem::take(&mut self.route_buf);
         ctx.vhost.route(exchange, &msg.routing_key, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
+        if let Some(s) = &selected {
+            for key in s.cc.iter().chain(&s.bcc) {
+                ctx.vhost.route(exchange, key, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
+            }
+        }
         let (mut delivered, mut stored, mut failed, mut rejected) = (false, false, false, false);
         for q in queues.drain(..) {
             match q.enqueue(Arc::clone(&msg)) {

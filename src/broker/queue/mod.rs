@@ -418,6 +418,7 @@ impl Queue {
                 from_store: true,
                 priority,
                 ttl: None,
+                bcc: None,
             }))),
             Ok(None) => {
                 error!(queue = %self.name, offset, "a paged-out message is missing from the store; skipping it");
