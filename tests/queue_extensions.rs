@@ -135,7 +135,7 @@ async fn bad_argument_values_are_406_naming_the_argument() {
         ("x-queue-type", vec![("x-queue-type", s("stream"))], durable()),
         ("x-delivery-limit", vec![("x-queue-type", s("quorum")), ("x-delivery-limit", int(-2))], durable()),
         // Known to RabbitMQ, not implemented by Warren: refused, never silently accepted.
-        ("x-single-active-consumer", vec![("x-single-active-consumer", AMQPValue::Boolean(true))], Default::default()),
+        ("x-single-active-consumer", vec![("x-single-active-consumer", s("yes"))], Default::default()),
         ("x-consumer-timeout", vec![("x-consumer-timeout", int(1000))], Default::default()),
         ("x-dead-letter-strategy", vec![("x-queue-type", s("quorum")), ("x-dead-letter-strategy", s("at-least-once"))], durable()),
         // Arguments of the other queue type.
@@ -183,7 +183,8 @@ async fn consume_arguments_are_checked() {
     declare(&ch, "cq").await;
     declare_args(&ch, "qq", durable(), &[("x-queue-type", s("quorum"))]).await.expect("quorum");
     for (queue, arg, value) in [
-        ("cq", "x-priority", int(5)),
+        ("cq", "x-priority", s("high")),
+        ("cq", "x-credit", int(5)),
         ("cq", "x-stream-offset", s("first")),
         ("cq", "x-cancel-on-ha-failover", int(1)),
         ("qq", "x-cancel-on-ha-failover", AMQPValue::Boolean(true)),

@@ -30,19 +30,22 @@ pub struct Consumer {
     pub exclusive: bool,
     /// Its prefetch limit (basic.qos with global=false before consume); 0 is unlimited.
     pub prefetch: u32,
+    /// Its priority (`x-priority`; 0 by default): higher ones are served first.
+    pub priority: i32,
     /// Deliveries to it not yet acknowledged.
     unacked: AtomicU32,
 }
 
 impl Consumer {
     /// A consumer on `channel` for `queue`.
-    pub fn new(tag: String, channel: Arc<ChannelDelivery>, queue: Arc<Queue>, no_ack: bool, exclusive: bool, prefetch: u32) -> Self {
-        Consumer { tag, channel, queue, no_ack, exclusive, prefetch, unacked: AtomicU32::new(0) }
+    pub fn new(tag: String, channel: Arc<ChannelDelivery>, queue: Arc<Queue>, no_ack: bool, exclusive: bool, prefetch: u32, priority: i32) -> Self {
+        Consumer { tag, channel, queue, no_ack, exclusive, prefetch, priority, unacked: AtomicU32::new(0) }
     }
 
     /// Delivers `msg` if this consumer and its channel have room; `false` if blocked (by
-    /// prefetch, a congested socket, or a closed channel).
-    pub fn try_deliver(self: &Arc<Self>, offset: u64, msg: &Arc<Message>, meta: EntryMeta) -> bool {
+    /// prefetch, a congested socket, or a closed channel). `wire` is what is sent, `msg`
+    /// what the queue holds (they differ when a quorum queue adds `x-delivery-count`).
+    pub fn try_deliver(self: &Arc<Self>, offset: u64, msg: &Arc<Message>, wire: &Message, meta: EntryMeta) -> bool {
         let mut state = self.channel.lock();
         if state.closed {
             return false;
@@ -73,15 +76,15 @@ impl Consumer {
                 consumer: Some(Arc::clone(self)),
             });
         }
-        self.channel.outbound.deliver(self.channel.id, &self.tag, tag, meta.redelivered, msg);
+        self.channel.outbound.deliver(self.channel.id, &self.tag, tag, meta.redelivered, wire);
         true
     }
 }
 
 /// Checks `basic.consume` arguments as RabbitMQ 3.13 does for the queue's type: an
 /// argument of another queue type, a bad value, or one Warren does not act on is 406 naming
-/// it; names RabbitMQ does not know are ignored.
-pub fn check_arguments(args: &amq_protocol::types::FieldTable, queue: &Queue) -> Result<(), warren_protocol::AmqpError> {
+/// it; names RabbitMQ does not know are ignored. Returns the consumer priority.
+pub fn check_arguments(args: &amq_protocol::types::FieldTable, queue: &Queue) -> Result<i32, warren_protocol::AmqpError> {
     use crate::broker::queue::args::type_name;
     use amq_protocol::types::AMQPValue;
     use warren_protocol::AmqpError;
@@ -103,10 +106,15 @@ pub fn check_arguments(args: &amq_protocol::types::FieldTable, queue: &Queue) ->
                 return Err(AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs}: {{unacceptable_type,{}}}", type_name(value))));
             }
             "x-cancel-on-ha-failover" => {}
+            "x-priority" if crate::broker::queue::args::as_int(value).is_some() => {}
+            "x-priority" => {
+                return Err(AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs}: \"expected integer, got {}\"", type_name(value))));
+            }
             _ => return Err(AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs}: not implemented by Warren"))),
         }
     }
-    Ok(())
+    let priority = args.inner().get("x-priority").and_then(crate::broker::queue::args::as_int).unwrap_or(0);
+    Ok(i32::try_from(priority).unwrap_or(if priority < 0 { i32::MIN } else { i32::MAX }))
 }
 
 /// A delivered, unacknowledged message.

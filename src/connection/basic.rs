@@ -148,7 +148,7 @@ impl Channel {
 
     pub(super) fn basic_consume(&mut self, ctx: &Context, c: basic::Consume) -> Result<(), AmqpError> {
         let q = self.resolve_queue(ctx, c.queue.as_str())?;
-        crate::broker::consumer::check_arguments(&c.arguments, &q)?;
+        let priority = crate::broker::consumer::check_arguments(&c.arguments, &q)?;
         if !q.args.kind.allows_global_qos() && self.delivery.lock().prefetch_global != 0 {
             return Err(AmqpError::connection(
                 ReplyCode::NotImplemented,
@@ -156,7 +156,7 @@ impl Channel {
             ));
         }
         let tag = if c.consumer_tag.as_str().is_empty() { unique_name("amq.ctag-") } else { c.consumer_tag.to_string() };
-        let consumer = Arc::new(Consumer::new(tag.clone(), Arc::clone(&self.delivery), Arc::clone(&q), c.no_ack, c.exclusive, self.consumer_prefetch));
+        let consumer = Arc::new(Consumer::new(tag.clone(), Arc::clone(&self.delivery), Arc::clone(&q), c.no_ack, c.exclusive, self.consumer_prefetch, priority));
         {
             let mut st = self.delivery.lock();
             if st.consumers.contains_key(&tag) {
@@ -202,7 +202,7 @@ impl Channel {
                 st.next_tag += 1;
                 let tag = st.next_tag;
                 // Written under the delivery lock so tags reach the wire in order.
-                ctx.outbound.get_ok(self.id, tag, got.meta.redelivered, got.remaining, &got.msg);
+                ctx.outbound.get_ok(self.id, tag, got.meta.redelivered, got.remaining, &got.wire);
                 if !g.no_ack {
                     st.unacked.push_back(Unacked { tag, queue: Arc::clone(&q), offset: got.offset, msg: got.msg, meta: got.meta, consumer: None });
                 }
@@ -245,12 +245,12 @@ impl Channel {
     pub(super) fn apply_settle(&mut self, ctx: &Context, taken: Vec<Unacked>, requeue_them: Option<bool>) {
         DeliveryState::release(&taken);
         let global_limit = self.delivery.lock().prefetch_global != 0;
-        // Queues whose consumers may have been waiting for this ack.
-        let mut unblocked: Vec<Arc<Queue>> = Vec::new();
+        // Consumers this ack may have freed (parked by their queues until then).
+        let mut unblocked: Vec<Arc<Consumer>> = Vec::new();
         for u in &taken {
             if let Some(c) = &u.consumer {
-                if (c.prefetch != 0 || global_limit) && !unblocked.iter().any(|q| Arc::ptr_eq(q, &u.queue)) {
-                    unblocked.push(Arc::clone(&u.queue));
+                if c.prefetch != 0 && !unblocked.iter().any(|x| Arc::ptr_eq(x, c)) {
+                    unblocked.push(Arc::clone(c));
                 }
             }
         }
@@ -272,8 +272,8 @@ impl Channel {
         if global_limit {
             self.redispatch();
         } else {
-            for q in unblocked {
-                q.dispatch();
+            for c in unblocked {
+                c.queue.unpark(&c);
             }
         }
     }
@@ -286,6 +286,8 @@ impl Channel {
         }
         let unacked: Vec<Unacked> = self.delivery.lock().settle(0, true).unwrap_or_default();
         requeue(unacked);
+        // The channel's consumers have room again.
+        self.redispatch();
         Ok(())
     }
 }

@@ -106,6 +106,8 @@ pub struct QueueArgs {
     pub max_priority: Option<u8>,
     /// x-delivery-limit (quorum): returns after which a message is dead-lettered.
     pub delivery_limit: Option<u64>,
+    /// x-single-active-consumer.
+    pub single_active: bool,
 }
 
 /// RabbitMQ's bound on TTLs and expiry, in milliseconds (ten years).
@@ -182,6 +184,7 @@ impl QueueArgs {
             dead_letter: None,
             max_priority: None,
             delivery_limit: None,
+            single_active: false,
         };
         let mut dlrk = None;
         for (key, types) in KNOWN {
@@ -262,12 +265,10 @@ impl QueueArgs {
                 },
                 // A placement hint; one node has one place.
                 "x-queue-master-locator" => {}
-                "x-single-active-consumer" => {
-                    if !matches!(value, AMQPValue::Boolean(_)) {
-                        return Err(invalid(key, unacceptable(value)));
-                    }
-                    return Err(not_implemented());
-                }
+                "x-single-active-consumer" => match value {
+                    AMQPValue::Boolean(b) => out.single_active = *b,
+                    _ => return Err(invalid(key, unacceptable(value))),
+                },
                 _ => {}
             }
         }

@@ -21,10 +21,11 @@
 //! front. A long backlog therefore costs a few dozen octets per message, not its size.
 
 pub mod args;
+pub mod consumers;
 pub mod ready;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -41,6 +42,7 @@ use crate::broker::memory::MemoryMonitor;
 use crate::broker::message::{now_ms, Message};
 use crate::broker::vhost::VHost;
 use args::{Overflow, QueueArgs};
+use consumers::Consumers;
 use ready::{EntryMeta, Ready, ReadyList, NEVER};
 
 /// A message taken from the queue by basic.get.
@@ -48,8 +50,10 @@ use ready::{EntryMeta, Ready, ReadyList, NEVER};
 pub struct Got {
     /// Its position in the queue.
     pub offset: u64,
-    /// The message.
+    /// The message as the queue holds it.
     pub msg: Arc<Message>,
+    /// The message as sent (a quorum queue's redelivery carries `x-delivery-count`).
+    pub wire: Arc<Message>,
     /// What the queue knew about it (it returns with it on requeue).
     pub meta: EntryMeta,
     /// Ready messages left behind.
@@ -163,7 +167,7 @@ struct QueueState {
     /// the head: `(expires, priority, offset)`. Entries of messages since delivered are
     /// skipped when they come up.
     deadlines: BinaryHeap<Reverse<(u64, u8, u64)>>,
-    consumers: VecDeque<Arc<Consumer>>,
+    consumers: Consumers,
     /// Auto-delete applies only to a queue that has had a consumer.
     had_consumers: bool,
     deleted: bool,
@@ -181,6 +185,7 @@ impl Queue {
             None => (None, usize::MAX),
         };
         let bands = args.bands();
+        let single_active = args.single_active;
         let now = now_ms();
         let queue = Arc::new_cyclic(|me| Queue {
             name,
@@ -200,7 +205,7 @@ impl Queue {
             timer_started: AtomicBool::new(false),
             armed: AtomicU64::new(NEVER),
             last_used: AtomicU64::new(now),
-            state: Mutex::new(QueueState { ready: ReadyList::new(bands), ..QueueState::default() }),
+            state: Mutex::new(QueueState { ready: ReadyList::new(bands), consumers: Consumers::new(single_active), ..QueueState::default() }),
         });
         if let Some(expires) = queue.args.expires {
             queue.arm(now.saturating_add(expires));
@@ -635,17 +640,7 @@ impl Queue {
         let entry = self.ready_entry(&mut st, offset, msg, meta);
         // Another publisher may have taken a later offset and got the lock first.
         st.ready.insert(entry);
-        if self.args.max_length.is_some() || self.args.max_length_bytes.is_some() {
-            // x-overflow drop-head: the oldest messages make room.
-            while self.args.max_length.is_some_and(|max| st.ready.len() as u64 > max)
-                || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() > max)
-            {
-                match st.ready.pop_front() {
-                    Some(r) => self.discard(&mut st, r, Some(Reason::Maxlen), &mut letters),
-                    None => break,
-                }
-            }
-        }
+        self.drop_over_limit(&mut st, &mut letters);
         self.dispatch_locked(&mut st, &mut letters);
         if meta.expires != NEVER {
             let next = self.next_deadline(&st);
@@ -655,6 +650,19 @@ impl Queue {
             self.unlock(st, letters);
         }
         outcome
+    }
+
+    /// x-overflow drop-head: the messages at the head make room (dead-lettered `maxlen`).
+    fn drop_over_limit(&self, st: &mut QueueState, letters: &mut Letters) {
+        if self.args.max_length.is_none() && self.args.max_length_bytes.is_none() {
+            return;
+        }
+        while self.args.max_length.is_some_and(|max| st.ready.len() as u64 > max) || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() > max) {
+            match st.ready.pop_front() {
+                Some(r) => self.discard(st, r, Some(Reason::Maxlen), letters),
+                None => break,
+            }
+        }
     }
 
     /// Discards a message that never became ready (counted nowhere yet).
@@ -668,32 +676,27 @@ impl Queue {
         self.discard(st, r, Some(Reason::Expired), letters);
     }
 
-    /// Offers one message to the consumers in rotation; true if one took it.
+    /// Offers one message to the consumers in order (priority, then rotation); true if one
+    /// took it. Consumers that cannot are parked until something frees them.
     fn offer(&self, st: &mut QueueState, offset: u64, msg: &Arc<Message>, meta: EntryMeta) -> bool {
-        if st.consumers.is_empty() {
+        if st.consumers.none_ready() {
             return false;
         }
-        let counted;
-        let msg = if self.args.kind.counts_deliveries() && meta.returns > 0 {
-            counted = with_delivery_count(msg, meta.returns);
-            &counted
-        } else {
-            msg
-        };
-        for _ in 0..st.consumers.len() {
-            st.consumers.rotate_left(1);
-            if let Some(c) = st.consumers.back() {
-                if c.try_deliver(offset, msg, meta) {
-                    self.delivered(offset, msg, c.no_ack);
-                    return true;
-                }
+        // A quorum queue's redelivery carries its count; the queue keeps the plain message.
+        let counted = (self.args.kind.counts_deliveries() && meta.returns > 0).then(|| with_delivery_count(msg, meta.returns));
+        let wire = counted.as_ref().unwrap_or(msg);
+        st.consumers.offer(|c| {
+            if c.try_deliver(offset, msg, wire, meta) {
+                self.delivered(offset, msg, c.no_ack);
+                true
+            } else {
+                false
             }
-        }
-        false
+        })
     }
 
     fn dispatch_locked(&self, st: &mut QueueState, letters: &mut Letters) {
-        if st.consumers.is_empty() {
+        if st.consumers.none_ready() {
             return;
         }
         if st.ready.earliest_head_expiry() != NEVER || !st.deadlines.is_empty() {
@@ -728,10 +731,23 @@ impl Queue {
         }
     }
 
-    /// Delivers ready messages to consumers with room.
+    /// Puts every parked consumer back in rotation and delivers ready messages to those
+    /// with room (after a channel-wide prefetch frees room or a socket drains).
     pub fn dispatch(&self) {
         let mut st = self.lock();
-        if !st.ready.is_empty() && !st.consumers.is_empty() {
+        st.consumers.unpark_all();
+        if !st.ready.is_empty() {
+            let mut letters = Letters::new();
+            self.dispatch_locked(&mut st, &mut letters);
+            self.unlock(st, letters);
+        }
+    }
+
+    /// Puts a parked consumer back in rotation (an ack freed its prefetch) and delivers.
+    pub fn unpark(&self, consumer: &Arc<Consumer>) {
+        let mut st = self.lock();
+        st.consumers.unpark(consumer);
+        if !st.ready.is_empty() {
             let mut letters = Letters::new();
             self.dispatch_locked(&mut st, &mut letters);
             self.unlock(st, letters);
@@ -760,6 +776,11 @@ impl Queue {
             }
             let entry = self.ready_entry(&mut st, offset, msg, meta);
             st.ready.insert(entry);
+        }
+        // The length limit applies to requeued messages too (drop-head takes the head, which
+        // may be one just requeued), as in RabbitMQ.
+        if self.args.overflow == Overflow::DropHead {
+            self.drop_over_limit(&mut st, &mut letters);
         }
         self.dispatch_locked(&mut st, &mut letters);
         let next = self.next_deadline(&st);
@@ -794,8 +815,8 @@ impl Queue {
                     }
                 },
             };
-            let msg = if self.args.kind.counts_deliveries() && r.meta.returns > 0 { with_delivery_count(&msg, r.meta.returns) } else { msg };
-            break Some(Got { offset: r.offset, msg, meta: r.meta, remaining: st.ready.len() as u32 });
+            let wire = (self.args.kind.counts_deliveries() && r.meta.returns > 0).then(|| with_delivery_count(&msg, r.meta.returns));
+            break Some(Got { offset: r.offset, wire: wire.unwrap_or_else(|| Arc::clone(&msg)), msg, meta: r.meta, remaining: st.ready.len() as u32 });
         };
         self.unlock(st, letters);
         got
@@ -844,7 +865,7 @@ impl Queue {
             return Err(AmqpError::access_refused(format!("queue '{}' in vhost '{}' in exclusive use", self.name, self.vhost)));
         }
         on_added();
-        st.consumers.push_back(consumer);
+        st.consumers.add(consumer);
         st.had_consumers = true;
         let mut letters = Letters::new();
         self.dispatch_locked(&mut st, &mut letters);
@@ -856,10 +877,15 @@ impl Queue {
     /// last consumer, so the caller deletes it.
     pub fn remove_consumer(&self, consumer: &Arc<Consumer>) -> bool {
         let mut st = self.lock();
-        st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+        st.consumers.remove(consumer);
         let last = st.consumers.is_empty() && !st.deleted;
         let auto_delete = self.auto_delete && last && st.had_consumers;
-        drop(st);
+        // With single active consumer the next one may just have taken over.
+        let mut letters = Letters::new();
+        if self.args.single_active && !st.ready.is_empty() {
+            self.dispatch_locked(&mut st, &mut letters);
+        }
+        self.unlock(st, letters);
         if last {
             // The x-expires countdown starts when the last consumer goes.
             self.touch();
@@ -881,7 +907,7 @@ impl Queue {
         self.forget_all(&mut st);
         // The store forgets the whole queue; nothing is left to mark.
         *self.marks() = Marks::default();
-        let consumers = st.consumers.drain(..).collect();
+        let consumers = st.consumers.drain();
         drop(st);
         self.timer.notify_one();
         (count, consumers)
