@@ -421,11 +421,13 @@ def test_message_expiration_without_queue_ttl():
                  original_expiration="100")
 
 
-def test_expired_messages_leave_from_the_head_only_in_order():
-    """RabbitMQ expires (and dead-letters) messages only at the head of the queue:
-    a short-lived message behind a longer-lived one waits for it."""
+def test_a_short_ttl_behind_a_long_one():
+    """RabbitMQ expires (and dead-letters) messages only at the head of the queue: a
+    short-lived message behind a longer-lived one waits for it. Warren expires each message
+    at its own time (a documented difference): the short one leaves first."""
     conn = connect()
     ch = conn.channel()
+    product, _ = server_version(conn)
     dlx, dlq = declare_dlx(ch, "dlx-head")
     src = unique("ttl-head")
     ch.queue_declare(queue=src, arguments={"x-dead-letter-exchange": dlx})
@@ -435,9 +437,15 @@ def test_expired_messages_leave_from_the_head_only_in_order():
     ch.basic_publish(exchange="", routing_key=src, body=b"short",
                      properties=pika.BasicProperties(expiration="50"))
     got = collect(ch, dlq, 2)
-    assert [g[2] for g in got] == [b"long", b"short"]
-    assert got[1][3] - started >= 0.35, "a message behind the head expired before the head"
-    assert [g[1].headers["x-death"][0]["original-expiration"] for g in got] == ["400", "50"]
+    by_body = {g[2]: g for g in got}
+    if product == "RabbitMQ":
+        assert [g[2] for g in got] == [b"long", b"short"]
+        assert got[1][3] - started >= 0.35, "a message behind the head expired before the head"
+    else:
+        assert [g[2] for g in got] == [b"short", b"long"]
+        assert by_body[b"short"][3] - started < 0.35, "the short TTL waited for the long one"
+    assert by_body[b"long"][1].headers["x-death"][0]["original-expiration"] == "400"
+    assert by_body[b"short"][1].headers["x-death"][0]["original-expiration"] == "50"
     assert all(g[1].headers["x-death"][0]["reason"] == "expired" for g in got)
 
 

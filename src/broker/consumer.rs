@@ -162,6 +162,8 @@ pub struct DeliveryState {
     pub closed: bool,
     /// The channel's consumers by tag.
     pub consumers: HashMap<String, Arc<Consumer>>,
+    /// Its direct reply-to consumer: the consumer tag and the channel's reply address.
+    pub reply_consumer: Option<(String, String)>,
 }
 
 impl ChannelDelivery {
@@ -178,6 +180,7 @@ impl ChannelDelivery {
                 prefetch_global: 0,
                 closed: false,
                 consumers: HashMap::new(),
+                reply_consumer: None,
             }),
         }
     }
@@ -185,6 +188,24 @@ impl ChannelDelivery {
     /// Locks the delivery state.
     pub fn lock(&self) -> MutexGuard<'_, DeliveryState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ChannelDelivery {
+    /// Delivers a direct reply-to reply to this channel's reply consumer (auto-ack, no
+    /// queue); false when the channel has none or is closed.
+    pub fn deliver_reply(&self, msg: &Message) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        let Some((tag, _)) = &state.reply_consumer else { return false };
+        let tag = tag.clone();
+        state.next_tag += 1;
+        let delivery_tag = state.next_tag;
+        // Written under the delivery lock, so tags reach the wire in order.
+        self.outbound.deliver(self.id, &tag, delivery_tag, false, msg);
+        true
     }
 }
 

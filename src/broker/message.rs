@@ -71,6 +71,13 @@ impl SenderSelected {
     }
 }
 
+/// The properties with `reply_to` set to `address` (direct reply-to requests).
+pub fn with_reply_to(raw: &[u8], address: &str) -> Option<Bytes> {
+    let props = warren_protocol::properties::decode(raw)?;
+    let address = amq_protocol::types::ShortString::try_new(address).ok()?;
+    Some(warren_protocol::properties::encode(&props.with_reply_to(address)).into())
+}
+
 /// The properties without the `BCC` header (re-encoded; only messages that carry one pay).
 pub fn without_bcc(raw: &[u8]) -> Option<Bytes> {
     let props = warren_protocol::properties::decode(raw)?;

@@ -11,6 +11,7 @@ pub mod headers;
 pub mod memory;
 pub mod message;
 pub mod queue;
+pub mod reply_to;
 pub mod topic;
 pub mod vhost;
 

@@ -23,6 +23,7 @@ use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
 use crate::broker::memory::MemoryMonitor;
 use crate::broker::queue::args::{as_int, as_text, type_name, DeclareFlags, QueueArgs};
 use crate::broker::queue::{Queue, QueueSetup};
+use crate::broker::reply_to::ReplyRegistry;
 
 /// What `exchange.declare` asks for.
 #[derive(Debug, Clone)]
@@ -99,6 +100,8 @@ pub struct VHost {
     queue_memory_limit: usize,
     /// The broker's message memory, which every queue reports to.
     memory: Arc<MemoryMonitor>,
+    /// Direct reply-to consumers of this vhost's channels.
+    pub reply_to: ReplyRegistry,
 }
 
 fn store_failed(e: StoreError) -> AmqpError {
@@ -228,7 +231,7 @@ impl VHost {
         ] {
             exchanges.insert(xname.to_owned(), Arc::new(Exchange::new(xname.to_owned(), kind, true, false, false, FieldTable::default())));
         }
-        VHost { name: name.to_owned(), me, exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store, queue_memory_limit, memory }
+        VHost { name: name.to_owned(), me, exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store, queue_memory_limit, memory, reply_to: ReplyRegistry::default() }
     }
 
     fn serialise(&self) -> MutexGuard<'_, ()> {

@@ -12,7 +12,8 @@ use super::channel::{requeue, Channel, TxSettle};
 use super::Context;
 use crate::broker::consumer::{Consumer, DeliveryState, Unacked};
 use crate::broker::exchange::Exchange;
-use crate::broker::message::{without_bcc, Message, SenderSelected};
+use crate::broker::message::{with_reply_to, without_bcc, Message, SenderSelected};
+use crate::broker::reply_to::{REPLY_TO, REPLY_TO_PREFIX};
 use crate::broker::queue::{Enqueued, Queue};
 
 /// What publishing one message did.
@@ -68,6 +69,15 @@ impl Channel {
             Some(s) if s.has_bcc => without_bcc(&raw_properties).unwrap_or(properties),
             _ => properties,
         };
+        // Direct reply-to: a request names the channel's own reply address.
+        let properties = if view.reply_to == Some(REPLY_TO.as_bytes()) {
+            let address = self.delivery.lock().reply_consumer.as_ref().map(|(_, a)| a.clone());
+            let address = address.ok_or_else(|| AmqpError::precondition_failed("fast reply consumer does not exist"))?;
+            let base = if selected.as_ref().is_some_and(|s| s.has_bcc) { properties.clone() } else { raw_properties.clone() };
+            with_reply_to(&base, &address).unwrap_or(properties)
+        } else {
+            properties
+        };
         let msg = Arc::new(Message {
             exchange: String::from(method.exchange),
             routing_key: String::from(method.routing_key),
@@ -82,6 +92,18 @@ impl Channel {
         ctx.broker.metrics.messages_received.inc();
         if let Some(c) = self.confirms.as_mut() {
             c.next += 1;
+        }
+        if exchange.name.is_empty() && msg.routing_key.starts_with(REPLY_TO_PREFIX) {
+            // A direct reply-to reply: straight to the requester's channel, no queue.
+            if ctx.vhost.reply_to.deliver(&msg.routing_key, &msg) {
+                ctx.broker.metrics.messages_routed.inc();
+            } else if method.mandatory {
+                ctx.broker.metrics.messages_unroutable_returned.inc();
+                ctx.outbound.basic_return(self.id, ReplyCode::NoRoute.code(), "NO_ROUTE", &msg);
+            } else {
+                ctx.broker.metrics.messages_unroutable_dropped.inc();
+            }
+            return Ok(Published { stored: false, failed: false });
         }
         let mut queues = std::mem::take(&mut self.route_buf);
         ctx.vhost.route(exchange, &msg.routing_key, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
@@ -147,6 +169,9 @@ impl Channel {
     }
 
     pub(super) fn basic_consume(&mut self, ctx: &Context, c: basic::Consume) -> Result<(), AmqpError> {
+        if c.queue.as_str() == REPLY_TO {
+            return self.reply_consume(ctx, c);
+        }
         let q = self.resolve_queue(ctx, c.queue.as_str())?;
         let priority = crate::broker::consumer::check_arguments(&c.arguments, &q)?;
         if !q.args.kind.allows_global_qos() && self.delivery.lock().prefetch_global != 0 {
@@ -179,7 +204,38 @@ impl Channel {
         Ok(())
     }
 
+    /// basic.consume of `amq.rabbitmq.reply-to`: the channel's direct reply-to consumer
+    /// (auto-ack only, one per channel, as in RabbitMQ).
+    fn reply_consume(&mut self, ctx: &Context, c: basic::Consume) -> Result<(), AmqpError> {
+        if !c.no_ack {
+            return Err(AmqpError::precondition_failed("reply consumer cannot acknowledge"));
+        }
+        let tag = if c.consumer_tag.as_str().is_empty() { unique_name("amq.ctag-") } else { c.consumer_tag.to_string() };
+        let mut st = self.delivery.lock();
+        if st.reply_consumer.is_some() {
+            return Err(AmqpError::precondition_failed("reply consumer already set"));
+        }
+        if st.consumers.contains_key(&tag) {
+            return Err(AmqpError::connection(ReplyCode::NotAllowed, format!("attempt to reuse consumer tag '{tag}'")));
+        }
+        let address = ctx.vhost.reply_to.register(&self.delivery);
+        st.reply_consumer = Some((tag.clone(), address));
+        if !c.nowait {
+            // Under the delivery lock: consume-ok goes before any reply.
+            self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: tag.into() })));
+        }
+        Ok(())
+    }
+
     pub(super) fn basic_cancel(&mut self, ctx: &Context, c: basic::Cancel) -> Result<(), AmqpError> {
+        {
+            let mut st = self.delivery.lock();
+            if st.reply_consumer.as_ref().is_some_and(|(tag, _)| tag == c.consumer_tag.as_str()) {
+                if let Some((_, address)) = st.reply_consumer.take() {
+                    ctx.vhost.reply_to.unregister(&address);
+                }
+            }
+        }
         let removed = self.delivery.lock().consumers.remove(c.consumer_tag.as_str());
         if let Some(consumer) = removed {
             if consumer.queue.remove_consumer(&consumer) {

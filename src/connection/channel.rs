@@ -332,6 +332,9 @@ impl Channel {
             }
             st.closed = true;
             st.tx_held = 0;
+            if let Some((_, address)) = st.reply_consumer.take() {
+                ctx.vhost.reply_to.unregister(&address);
+            }
             let consumers: Vec<_> = st.consumers.drain().map(|(_, c)| c).collect();
             (consumers, std::mem::take(&mut st.unacked))
         };

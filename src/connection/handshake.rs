@@ -174,6 +174,8 @@ fn server_properties() -> FieldTable {
         "per_consumer_qos",
         "authentication_failure_close",
         "connection.blocked",
+        "consumer_priorities",
+        "direct_reply_to",
     ] {
         capabilities.insert(cap.into(), AMQPValue::Boolean(true));
     }

@@ -7,6 +7,7 @@ use warren_protocol::{AMQPClass, AmqpError};
 
 use super::channel::Channel;
 use super::Context;
+use crate::broker::reply_to::{REPLY_TO, REPLY_TO_PREFIX};
 use crate::broker::unique_name;
 use crate::broker::vhost::{ExchangeSpec, QueueSpec};
 
@@ -52,6 +53,14 @@ impl Channel {
     }
 
     pub(super) fn queue_declare(&mut self, ctx: &Context, d: queue::Declare) -> Result<(), AmqpError> {
+        // Direct reply-to's pseudo-queues answer a passive declare as RabbitMQ does.
+        let name = d.queue.as_str();
+        if d.passive && (name == REPLY_TO || (name.starts_with(REPLY_TO_PREFIX) && ctx.vhost.reply_to.channel(name).is_some())) {
+            if !d.nowait {
+                self.reply(ctx, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk { queue: d.queue, message_count: 0, consumer_count: 0 })));
+            }
+            return Ok(());
+        }
         let server_named = d.queue.as_str().is_empty() && !d.passive;
         let name = if server_named { unique_name("amq.gen-") } else { self.queue_name(d.queue.as_str())? };
         let spec = QueueSpec {

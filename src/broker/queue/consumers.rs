@@ -107,6 +107,7 @@ impl Consumers {
     /// the back of its group.
     pub fn offer(&mut self, mut take: impl FnMut(&Arc<Consumer>) -> bool) -> bool {
         let mut taken = false;
+        let mut emptied = false;
         for (_, group) in &mut self.groups {
             while let Some(c) = group.pop_front() {
                 if take(&c) {
@@ -116,11 +117,14 @@ impl Consumers {
                 }
                 // Parked: it stays a member, outside the rotation.
             }
+            emptied |= group.is_empty();
             if taken {
                 break;
             }
         }
-        self.groups.retain(|(_, g)| !g.is_empty());
+        if emptied {
+            self.groups.retain(|(_, g)| !g.is_empty());
+        }
         taken
     }
 
