@@ -56,6 +56,7 @@ fn queue(name: &str) -> Arc<Queue> {
         args: QueueArgs::parse(&FieldTable::default(), name, "/", flags).expect("no arguments"),
         store: None,
         memory: Arc::new(MemoryMonitor::new(usize::MAX, prometheus::IntGauge::new("alarm", "alarm").expect("gauge"))),
+        consumer_timeout: 0,
     })
 }
 

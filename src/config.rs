@@ -47,6 +47,9 @@ pub struct Config {
     /// MiB of messages held in memory (over all queues) at which publishers are blocked;
     /// 0 means 40% of physical memory, as RabbitMQ's default watermark.
     pub memory_high_watermark_mb: u64,
+    /// Milliseconds a delivery may stay unacknowledged before its channel is closed with
+    /// 406 (RabbitMQ's `consumer_timeout`); 0 turns it off.
+    pub consumer_timeout: u64,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             queue_memory_mb: 16,
             store_cache_mb: 32,
             memory_high_watermark_mb: 0,
+            consumer_timeout: 1_800_000,
         }
     }
 }
@@ -137,6 +141,11 @@ pub struct Cli {
     /// [default: 0].
     #[arg(long, value_name = "MIB")]
     pub memory_high_watermark_mb: Option<u64>,
+    /// Milliseconds a delivery may stay unacknowledged before its channel is closed with
+    /// 406 PRECONDITION_FAILED and its messages requeued (RabbitMQ's consumer_timeout; a
+    /// queue's x-consumer-timeout overrides it); 0 for none [default: 1800000].
+    #[arg(long, value_name = "MS")]
+    pub consumer_timeout: Option<u64>,
 }
 
 /// Why the configuration could not be loaded.
@@ -176,7 +185,7 @@ impl Cli {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb);
+        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, consumer_timeout);
         config.allow_remote_guest |= self.allow_remote_guest;
         if config.frame_max < warren_protocol::frame::FRAME_MIN_SIZE {
             return Err(ConfigError::Invalid(format!("frame_max {} is below the minimum 4096", config.frame_max)));

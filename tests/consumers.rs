@@ -152,3 +152,38 @@ async fn full_consumers_are_parked_and_do_not_hold_up_others() {
         assert_eq!(next(&mut free).await.data, i.to_be_bytes());
     }
 }
+
+/// A delivery held unacknowledged past the consumer timeout (the queue's
+/// x-consumer-timeout, or the broker's setting) closes its channel with 406 and the message
+/// goes back to the queue, redelivered.
+#[tokio::test]
+async fn consumer_timeout_closes_the_channel_and_requeues() {
+    let broker = start_with(|c| c.consumer_timeout = 400).await;
+    let (_conn, ch) = broker.channel().await;
+    ch.queue_declare("slow".into(), QueueDeclareOptions::default(), table(&[("x-consumer-timeout", AMQPValue::LongInt(300))])).await.expect("declare");
+    publish(&ch, "", "slow", b"job").await;
+    let holder = broker.connect().await;
+    let hch = holder.create_channel().await.expect("channel");
+    let code = close_code(&holder, async {
+        let mut c = consume_with(&hch, "slow", "holder", 1, FieldTable::default()).await;
+        let _held = next(&mut c).await;
+        // Not acked; WAIT (3 s) covers the 300 ms timeout and the 1 s check.
+        std::mem::forget(c);
+    })
+    .await;
+    assert_eq!(code, 406);
+    let d = within("get", ch.basic_get("slow".into(), BasicGetOptions { no_ack: true })).await.expect("get").expect("requeued");
+    assert!(d.delivery.redelivered);
+    // basic.get deliveries count too, with the broker's timeout on a queue without its own.
+    declare(&ch, "plain").await;
+    publish(&ch, "", "plain", b"x").await;
+    let getter = broker.connect().await;
+    let gch = getter.create_channel().await.expect("channel");
+    let code = close_code(&getter, async {
+        let _m = gch.basic_get("plain".into(), BasicGetOptions { no_ack: false }).await.expect("get").expect("message");
+    })
+    .await;
+    assert_eq!(code, 406);
+    let d = within("get", ch.basic_get("plain".into(), BasicGetOptions { no_ack: true })).await.expect("get").expect("requeued");
+    assert!(d.delivery.redelivered);
+}

@@ -136,7 +136,7 @@ async fn bad_argument_values_are_406_naming_the_argument() {
         ("x-delivery-limit", vec![("x-queue-type", s("quorum")), ("x-delivery-limit", int(-2))], durable()),
         // Known to RabbitMQ, not implemented by Warren: refused, never silently accepted.
         ("x-single-active-consumer", vec![("x-single-active-consumer", s("yes"))], Default::default()),
-        ("x-consumer-timeout", vec![("x-consumer-timeout", int(1000))], Default::default()),
+        ("x-consumer-timeout", vec![("x-consumer-timeout", s("soon"))], Default::default()),
         ("x-dead-letter-strategy", vec![("x-queue-type", s("quorum")), ("x-dead-letter-strategy", s("at-least-once"))], durable()),
         // Arguments of the other queue type.
         ("x-delivery-limit", vec![("x-delivery-limit", int(3))], Default::default()),

@@ -120,6 +120,7 @@ fn open_queue(store: &Store, c: &Config) -> Arc<Queue> {
         // 64 octets in memory: most content is paged out to the store.
         store: Some((store.queue_store("q").expect("queue store"), 64)),
         memory: Arc::new(MemoryMonitor::new(usize::MAX, prometheus::IntGauge::new("alarm", "alarm").expect("gauge"))),
+        consumer_timeout: 0,
     })
 }
 

@@ -73,6 +73,7 @@ impl Consumer {
                 offset,
                 msg: Arc::clone(msg),
                 meta,
+                ack_by: self.queue.ack_deadline(),
                 consumer: Some(Arc::clone(self)),
             });
         }
@@ -130,6 +131,8 @@ pub struct Unacked {
     pub msg: Arc<Message>,
     /// What its queue knew about it (it goes back with it on requeue).
     pub meta: EntryMeta,
+    /// When it must be acknowledged (the consumer timeout), in Unix milliseconds.
+    pub ack_by: u64,
     /// The consumer it went to (None for basic.get).
     pub consumer: Option<Arc<Consumer>>,
 }
@@ -210,6 +213,12 @@ impl ChannelDelivery {
 }
 
 impl DeliveryState {
+    /// The first delivery held unacknowledged past its deadline at `now`, as the timeout
+    /// (milliseconds) of its queue.
+    pub fn overdue(&self, now: u64) -> Option<u64> {
+        self.unacked.iter().find(|u| u.ack_by <= now).map(|u| u.queue.consumer_timeout())
+    }
+
     /// Removes the deliveries `tag` names: it alone, or with `multiple` every one up to it
     /// (everything for tag 0). As in RabbitMQ the named tag must be outstanding: `None`
     /// means 406 "unknown delivery tag" for the caller.

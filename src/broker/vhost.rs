@@ -102,6 +102,8 @@ pub struct VHost {
     memory: Arc<MemoryMonitor>,
     /// Direct reply-to consumers of this vhost's channels.
     pub reply_to: ReplyRegistry,
+    /// The broker's consumer timeout in milliseconds, for queues without their own.
+    consumer_timeout: u64,
 }
 
 fn store_failed(e: StoreError) -> AmqpError {
@@ -149,8 +151,8 @@ impl VHost {
     /// durable entities and messages recovered from `store`.
     /// Each durable queue keeps up to `queue_memory_limit` octets of ready messages in
     /// memory and pages the rest out to the store.
-    pub fn open(name: &str, store: Store, recovered: Recovered, queue_memory_limit: usize, memory: Arc<MemoryMonitor>) -> Arc<Self> {
-        let vhost = Arc::new_cyclic(|me| Self::new(name, me.clone(), store, queue_memory_limit, memory));
+    pub fn open(name: &str, store: Store, recovered: Recovered, queue_memory_limit: usize, consumer_timeout: u64, memory: Arc<MemoryMonitor>) -> Arc<Self> {
+        let vhost = Arc::new_cyclic(|me| Self::new(name, me.clone(), store, queue_memory_limit, consumer_timeout, memory));
         vhost.restore(recovered);
         vhost
     }
@@ -196,6 +198,7 @@ impl VHost {
                 args,
                 store: Some((store, self.queue_memory_limit)),
                 memory: Arc::clone(&self.memory),
+                consumer_timeout: self.consumer_timeout,
             });
             queue.restore(messages, recovered.last_used.remove(&q.name));
             queues.insert(q.name, queue);
@@ -219,7 +222,7 @@ impl VHost {
         }
     }
 
-    fn new(name: &str, me: Weak<VHost>, store: Store, queue_memory_limit: usize, memory: Arc<MemoryMonitor>) -> Self {
+    fn new(name: &str, me: Weak<VHost>, store: Store, queue_memory_limit: usize, consumer_timeout: u64, memory: Arc<MemoryMonitor>) -> Self {
         let mut exchanges = HashMap::new();
         for (xname, kind) in [
             ("", ExchangeKind::Direct),
@@ -231,7 +234,7 @@ impl VHost {
         ] {
             exchanges.insert(xname.to_owned(), Arc::new(Exchange::new(xname.to_owned(), kind, true, false, false, FieldTable::default())));
         }
-        VHost { name: name.to_owned(), me, exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store, queue_memory_limit, memory, reply_to: ReplyRegistry::default() }
+        VHost { name: name.to_owned(), me, exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store, queue_memory_limit, memory, reply_to: ReplyRegistry::default(), consumer_timeout }
     }
 
     fn serialise(&self) -> MutexGuard<'_, ()> {
@@ -433,6 +436,7 @@ impl VHost {
             args,
             store,
             memory: Arc::clone(&self.memory),
+            consumer_timeout: self.consumer_timeout,
         });
         self.queues.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&queue));
         // Every queue is bound to the default exchange by its name; routing through ""

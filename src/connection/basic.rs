@@ -260,7 +260,7 @@ impl Channel {
                 // Written under the delivery lock so tags reach the wire in order.
                 ctx.outbound.get_ok(self.id, tag, got.meta.redelivered, got.remaining, &got.wire);
                 if !g.no_ack {
-                    st.unacked.push_back(Unacked { tag, queue: Arc::clone(&q), offset: got.offset, msg: got.msg, meta: got.meta, consumer: None });
+                    st.unacked.push_back(Unacked { tag, ack_by: q.ack_deadline(), queue: Arc::clone(&q), offset: got.offset, msg: got.msg, meta: got.meta, consumer: None });
                 }
             }
         }

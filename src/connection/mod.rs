@@ -35,6 +35,9 @@ use handshake::{HandshakeError, Session};
 /// How long a peer has to answer our `connection.close`.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How often deliveries are checked against the consumer timeout.
+const ACK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// What every channel handler needs from its connection.
 #[derive(Debug)]
 pub(crate) struct Context {
@@ -140,6 +143,10 @@ impl Connection {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
         let mut alarm = self.ctx.broker.memory.subscribe();
+        // Deliveries held unacknowledged past the consumer timeout are looked for once a
+        // second, as RabbitMQ's channel tick does.
+        let mut ack_check = tokio::time::interval(ACK_CHECK_INTERVAL);
+        ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // As RabbitMQ: under the memory alarm a connection runs until it sends a
             // basic.publish, which waits (with everything after it) until the alarm clears.
@@ -174,6 +181,7 @@ impl Connection {
                         return "missed heartbeats".into();
                     }
                 }
+                _ = ack_check.tick(), if self.closing.is_none() => self.close_overdue_channels(),
                 _ = self.ctx.outbound.drained() => {
                     for ch in self.channels.values() {
                         ch.redispatch();
@@ -183,6 +191,26 @@ impl Connection {
                     self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, "broker shutdown"));
                 }
             }
+        }
+    }
+
+    /// Closes, with 406 as RabbitMQ 3.13, each channel holding a delivery unacknowledged
+    /// for longer than its queue's consumer timeout; its messages go back to their queues.
+    fn close_overdue_channels(&mut self) {
+        let now = crate::broker::message::now_ms();
+        let overdue: Vec<(u16, u64)> = self
+            .channels
+            .iter()
+            .filter(|(_, ch)| ch.phase == ChannelPhase::Open)
+            .filter_map(|(id, ch)| ch.delivery.lock().overdue(now).map(|timeout| (*id, timeout)))
+            .collect();
+        for (id, timeout) in overdue {
+            self.fail(
+                id,
+                AmqpError::precondition_failed(format!(
+                    "delivery acknowledgement on channel {id} timed out. Timeout value used: {timeout} ms. This timeout value can be configured, see consumers doc guide to learn more"
+                )),
+            );
         }
     }
 

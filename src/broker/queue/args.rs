@@ -108,6 +108,8 @@ pub struct QueueArgs {
     pub delivery_limit: Option<u64>,
     /// x-single-active-consumer.
     pub single_active: bool,
+    /// x-consumer-timeout in milliseconds (0: none).
+    pub consumer_timeout: Option<u64>,
 }
 
 /// RabbitMQ's bound on TTLs and expiry, in milliseconds (ten years).
@@ -185,6 +187,7 @@ impl QueueArgs {
             max_priority: None,
             delivery_limit: None,
             single_active: false,
+            consumer_timeout: None,
         };
         let mut dlrk = None;
         for (key, types) in KNOWN {
@@ -272,9 +275,13 @@ impl QueueArgs {
                 _ => {}
             }
         }
-        // Known to RabbitMQ (a policy key made an argument), not acted on by Warren yet.
-        if table.contains_key("x-consumer-timeout") {
-            return Err(AmqpError::precondition_failed(format!("invalid arg 'x-consumer-timeout' for {rs}: not implemented by Warren")));
+        // RabbitMQ reads it without a validator; a value Warren cannot use is refused.
+        if let Some(v) = table.get("x-consumer-timeout") {
+            match as_int(v) {
+                Some(n) if n >= 0 => out.consumer_timeout = Some(n as u64),
+                Some(n) => return Err(invalid("x-consumer-timeout", format!("{{value_negative,{n}}}"))),
+                None => return Err(invalid("x-consumer-timeout", format!("\"expected integer, got {}\"", type_name(v)))),
+            }
         }
         if let Some(rk) = dlrk {
             match out.dead_letter.as_mut() {

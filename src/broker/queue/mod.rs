@@ -87,6 +87,9 @@ pub struct QueueSetup {
     pub store: Option<(QueueStore, usize)>,
     /// The broker-wide message memory.
     pub memory: Arc<MemoryMonitor>,
+    /// The broker's consumer timeout in milliseconds (0: none), unless `x-consumer-timeout`
+    /// sets the queue's own.
+    pub consumer_timeout: u64,
 }
 
 /// A queue of a virtual host.
@@ -127,6 +130,8 @@ pub struct Queue {
     armed: AtomicU64,
     /// When the queue was last used (x-expires), in Unix milliseconds.
     last_used: AtomicU64,
+    /// Milliseconds a delivery may stay unacknowledged (0: no limit).
+    consumer_timeout: u64,
     state: Mutex<QueueState>,
 }
 
@@ -179,7 +184,8 @@ type Letters = Vec<DeadLetter>;
 impl Queue {
     /// A new, empty queue.
     pub fn create(setup: QueueSetup) -> Arc<Queue> {
-        let QueueSetup { name, vhost, vhost_name, exclusive_owner, auto_delete, arguments, args, store, memory } = setup;
+        let QueueSetup { name, vhost, vhost_name, exclusive_owner, auto_delete, arguments, args, store, memory, consumer_timeout } = setup;
+        let consumer_timeout = args.consumer_timeout.unwrap_or(consumer_timeout);
         let (store, memory_limit) = match store {
             Some((store, limit)) => (Some(store), limit),
             None => (None, usize::MAX),
@@ -205,12 +211,27 @@ impl Queue {
             timer_started: AtomicBool::new(false),
             armed: AtomicU64::new(NEVER),
             last_used: AtomicU64::new(now),
+            consumer_timeout,
             state: Mutex::new(QueueState { ready: ReadyList::new(bands), consumers: Consumers::new(single_active), ..QueueState::default() }),
         });
         if let Some(expires) = queue.args.expires {
             queue.arm(now.saturating_add(expires));
         }
         queue
+    }
+
+    /// The consumer timeout in milliseconds (0: none).
+    pub fn consumer_timeout(&self) -> u64 {
+        self.consumer_timeout
+    }
+
+    /// When a delivery made now must be acknowledged by ([`NEVER`] without a timeout).
+    pub fn ack_deadline(&self) -> u64 {
+        if self.consumer_timeout == 0 {
+            NEVER
+        } else {
+            now_ms().saturating_add(self.consumer_timeout)
+        }
     }
 
     /// Declared durable (durable queues, and only they, have a store).
