@@ -15,7 +15,7 @@
 #   --other-name NAME   its name in the table (default: other)
 #   --no-warren         only run against --other (e.g. to record a reference)
 #   --scenarios LIST    comma separated scenario numbers, run in that order (default
-#                       7,8,1,2,3,4,5,6,9,10,11: the memory scenarios first, as brokers seldom give
+#                       7,8,1,2,3,4,5,6,9,10,11,12,13: the memory scenarios first, as brokers seldom give
 #                       memory back to the OS and earlier backlogs would hide their growth)
 #   --bin PATH          warren-perf binary (default: $WARREN_PERF, else
 #                       ${CARGO_TARGET_DIR:-target}/release/warren-perf, built if missing)
@@ -49,6 +49,10 @@
 #  10  priority queue (x-max-priority 10), random priorities 0-10, 16 B, auto-ack
 #  11  dead-lettering: 16 B messages to a queue with x-message-ttl 0 and a dead-letter
 #      exchange, consumed (auto-ack) from the dead-letter queue
+#  12  scenario 1 beside 999 consumers that sit full (prefetch 1, never ack): the cost of
+#      blocked consumers to dispatch (compare its delivered rate with scenario 1's)
+#  13  RPC over direct reply-to, one client, one request in flight: requests/s and
+#      round-trip latency
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -60,7 +64,7 @@ other_uri=""
 other_pid=""
 other_name="other"
 use_warren=1
-scenarios="7,8,1,2,3,4,5,6,9,10,11"
+scenarios="7,8,1,2,3,4,5,6,9,10,11,12,13"
 bin=""
 out=""
 
@@ -247,6 +251,16 @@ scenario() { # scenario N BROKER_INDEX
        record "$L" "published msg/s" higher "$b" "$(fmt_rate "$(jget "$f" send_rate)")"
        record "$L" "dead-lettered and delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")"
        cpu_rows "$L" "$b" "$f" ;;
+    12) L="12. scenario 1 beside 999 full consumers (prefetch 1, never ack)"
+       f=$(perfrun "$b" s12 --time "$SECS" --size 16 --auto-ack --queue bench-s12 --stuck-consumers 999)
+       record "$L" "published msg/s" higher "$b" "$(fmt_rate "$(jget "$f" send_rate)")"
+       record "$L" "delivered msg/s" higher "$b" "$(fmt_rate "$(jget "$f" receive_rate)")"
+       cpu_rows "$L" "$b" "$f" ;;
+    13) L="13. RPC over direct reply-to, 1 client, 16 B"
+       f=$(perfrun "$b" s13 --time "$SECS" --size 16 --rpc --queue bench-s13)
+       record "$L" "requests/s" higher "$b" "$(fmt_rate "$(jget "$f" send_rate)")"
+       record "$L" "round trip p50 us" lower "$b" "$(us1 "$(jget "$f" latency_p50_us)")"
+       record "$L" "round trip p99 us" lower "$b" "$(us1 "$(jget "$f" latency_p99_us)")" ;;
     *) die "unknown scenario $n" ;;
   esac
 }

@@ -182,6 +182,18 @@ pub struct Cli {
     #[arg(long, default_value_t = 0, help_heading = "Messages")]
     pub priorities: u8,
 
+    /// RPC over direct reply-to: consumers are servers that answer each request from the
+    /// queue by publishing its body to its reply_to; producers are clients that send one
+    /// request at a time with reply_to amq.rabbitmq.reply-to and time the round trip
+    /// (latency figures are round trips; the send rate is requests per second).
+    #[arg(long, help_heading = "Topology")]
+    pub rpc: bool,
+
+    /// Extra consumers (prefetch 1, manual ack) that take one message each and never ack:
+    /// they sit full, blocked by their prefetch, beside the measured consumers.
+    #[arg(long, default_value_t = 0, help_heading = "Consumers")]
+    pub stuck_consumers: u32,
+
     /// Consumers consume from this queue (declared without --queue-args) instead of the
     /// queues producers publish to: e.g. a dead-letter queue fed by the others.
     #[arg(long, help_heading = "Topology")]

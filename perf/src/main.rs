@@ -2,6 +2,7 @@
 
 mod cli;
 mod stats;
+mod rpc;
 mod worker;
 
 use clap::Parser;
@@ -305,6 +306,7 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
     });
     let mut reg = Registry::default();
 
+    let mut stuck_conn = None;
     // Consumers subscribe before anything is published.
     let mut consumer_specs = Vec::with_capacity(consumers);
     for (j, ch) in consumer_channels.into_iter().enumerate() {
@@ -319,7 +321,7 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
                 ShortString::from(queue.as_str()),
                 ShortString::from(format!("warren-perf-{j}")),
                 BasicConsumeOptions {
-                    no_ack: cli.auto_ack,
+                    no_ack: cli.auto_ack || cli.rpc,
                     ..Default::default()
                 },
                 FieldTable::default(),
@@ -340,6 +342,22 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
             latency,
             stop_rx: stop_rx.clone(),
         });
+    }
+
+    // Consumers that fill their prefetch of 1 and never ack (kept until the run ends).
+    let mut stuck = Vec::new();
+    if cli.stuck_consumers > 0 {
+        let conn = connect(uri, "warren-perf-stuck".into(), connect_timeout).await?;
+        for k in 0..cli.stuck_consumers {
+            let ch = conn.create_channel().await?;
+            ch.basic_qos(1, BasicQosOptions::default()).await?;
+            let queue = cli.consume_queue.as_ref().unwrap_or(&cfg.queues[k as usize % cfg.queues.len()]);
+            let consumer = ch
+                .basic_consume(ShortString::from(queue.as_str()), ShortString::from(format!("warren-perf-stuck-{k}")), BasicConsumeOptions::default(), FieldTable::default())
+                .await?;
+            stuck.push((ch, consumer));
+        }
+        stuck_conn = Some(conn);
     }
 
     let base_props = if cli.persistent {
@@ -413,21 +431,29 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
     let start = tokio::time::Instant::now();
     let mut handles = Vec::new();
     for (j, spec) in consumer_specs.into_iter().enumerate() {
-        handles.push(spawn_worker(
-            format!("consumer {j}"),
-            worker::run_consumer(spec),
-            errors.clone(),
-            fail.clone(),
-        ));
+        let run: std::pin::Pin<Box<dyn std::future::Future<Output = lapin::Result<()>> + Send>> =
+            if cli.rpc { Box::pin(rpc::run_server(spec)) } else { Box::pin(worker::run_consumer(spec)) };
+        handles.push(spawn_worker(format!("consumer {j}"), run, errors.clone(), fail.clone()));
     }
     let mut producer_handles = Vec::new();
     for (i, spec) in producer_specs.into_iter().enumerate() {
-        producer_handles.push(spawn_worker(
-            format!("producer {i}"),
-            worker::run_producer(spec),
-            errors.clone(),
-            fail.clone(),
-        ));
+        let run: std::pin::Pin<Box<dyn std::future::Future<Output = lapin::Result<()>> + Send>> = if cli.rpc {
+            let latency = Arc::new(Latency::new());
+            reg.latencies.push(latency.clone());
+            Box::pin(rpc::run_client(rpc::ClientSpec {
+                channel: spec.channel,
+                queue: spec.keys[0].0.clone(),
+                size: spec.size,
+                limit: spec.limit,
+                counters: spec.counters,
+                latency,
+                stop: spec.stop,
+                stop_rx: spec.stop_rx,
+            }))
+        } else {
+            Box::pin(worker::run_producer(spec))
+        };
+        producer_handles.push(spawn_worker(format!("producer {i}"), run, errors.clone(), fail.clone()));
     }
 
     let confirms = cli.confirm.is_some();
@@ -655,7 +681,8 @@ async fn run(cfg: Config) -> Result<i32, AnyError> {
     // Close everything (bounded), concurrently.
     let mut closing = Vec::new();
     drop(idle_channels);
-    for c in conns.into_iter().chain(idle) {
+    drop(stuck);
+    for c in conns.into_iter().chain(idle).chain(stuck_conn) {
         closing.push(tokio::spawn(async move {
             let _ = tokio::time::timeout(
                 Duration::from_secs(3),
