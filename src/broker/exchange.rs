@@ -257,6 +257,12 @@ impl Exchange {
     }
 
     /// A copy of the bindings.
+    /// Where its bindings lead (a destination once per binding).
+    pub fn destinations(&self) -> Vec<Destination> {
+        self.read().list.iter().map(|b| b.destination.clone()).collect()
+    }
+
+    /// Its bindings.
     pub fn bindings(&self) -> Vec<Binding> {
         self.read().list.clone()
     }

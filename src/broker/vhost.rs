@@ -349,22 +349,43 @@ impl VHost {
     /// Removes an exchange and every binding to it, cascading to auto-delete exchanges that
     /// lose their last binding. Caller holds the topology lock.
     fn remove_exchange(&self, exchange: &Arc<Exchange>) {
+        self.forget_exchange(exchange);
+        self.unbind_everywhere(Destination::Exchange(Arc::clone(exchange)));
+    }
+
+    /// Takes an exchange out of the vhost and the store (its bindings are the caller's).
+    fn forget_exchange(&self, exchange: &Exchange) {
         self.exchanges.write().unwrap_or_else(|p| p.into_inner()).remove(&exchange.name);
         if exchange.durable {
             if let Err(e) = self.store.delete_exchange(&exchange.name) {
                 warn!(exchange = %exchange.name, error = %e, "cannot delete an exchange from the store");
             }
         }
-        self.unbind_everywhere(&Destination::Exchange(Arc::clone(exchange)));
     }
 
     /// Removes bindings to `destination` from every exchange, then deletes auto-delete
-    /// exchanges left without bindings. Caller holds the topology lock.
-    fn unbind_everywhere(&self, destination: &Destination) {
+    /// exchanges left without bindings, and so on down the chain. A client controls how
+    /// long such a chain is, so this is a loop over a work list, not recursion, and it
+    /// finds sources through an index built once instead of scanning every exchange per
+    /// removed one. Caller holds the topology lock.
+    fn unbind_everywhere(&self, destination: Destination) {
         let exchanges: Vec<Arc<Exchange>> = self.exchanges.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        for x in exchanges {
-            if x.unbind_destination(destination) && x.auto_delete && !x.has_bindings() {
-                self.remove_exchange(&x);
+        let mut sources: HashMap<Destination, Vec<Arc<Exchange>>> = HashMap::new();
+        for x in &exchanges {
+            for d in x.destinations() {
+                let list = sources.entry(d).or_default();
+                if !list.last().is_some_and(|last| Arc::ptr_eq(last, x)) {
+                    list.push(Arc::clone(x));
+                }
+            }
+        }
+        let mut work = vec![destination];
+        while let Some(gone) = work.pop() {
+            for x in sources.remove(&gone).unwrap_or_default() {
+                if x.unbind_destination(&gone) && x.auto_delete && !x.has_bindings() {
+                    self.forget_exchange(&x);
+                    work.push(Destination::Exchange(x));
+                }
             }
         }
     }
@@ -487,7 +508,7 @@ impl VHost {
                 warn!(queue = %queue.name, error = %e, "cannot delete a queue from the store");
             }
         }
-        self.unbind_everywhere(&Destination::Queue(Arc::clone(queue)));
+        self.unbind_everywhere(Destination::Queue(Arc::clone(queue)));
         DeletedQueue { message_count: count, consumers: OrphanedConsumers(consumers) }
     }
 
