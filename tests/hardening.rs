@@ -44,3 +44,53 @@ async fn a_long_auto_delete_chain_unravels_without_recursion() {
     let other = broker.channel().await.1;
     declare(&other, "still-serving").await;
 }
+
+/// Publisher confirms go to the channel instance that earned them: when a channel closes
+/// while its persistent publishes wait for the store's flush, and a new channel takes its
+/// number, the new channel gets none of the old one's acks.
+#[tokio::test]
+async fn confirms_of_a_closed_channel_never_reach_a_channel_reusing_its_number() {
+    use common::raw::{self, method_frame, Args, RawConn, Read};
+    let broker = start().await;
+    let mut conn = RawConn::handshake(broker.addr).await;
+    conn.open_channel(1).await;
+    conn.send(&raw::queue_declare_frame(1, b"durable-q", 0b10, &[0, 0, 0, 0])).await;
+    conn.expect_method(1, 50, 11).await;
+    conn.send(&method_frame(1, 85, 10, Args::new().octet(0))).await;
+    conn.expect_method(1, 85, 11).await;
+    // 150 persistent 64 KiB messages: their flush takes a while, so the close usually
+    // lands while it runs (without the fix this fails in most runs, not all).
+    let body = vec![7u8; 64 * 1024];
+    let mut burst = Vec::new();
+    for _ in 0..150 {
+        burst.extend(raw::publish_frame(1, "", "durable-q", 0));
+        let mut header = Vec::new();
+        header.extend_from_slice(&60u16.to_be_bytes());
+        header.extend_from_slice(&0u16.to_be_bytes());
+        header.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        header.extend_from_slice(&0x1000u16.to_be_bytes());
+        header.push(2);
+        burst.extend(raw::frame(2, 1, &header));
+        for chunk in body.chunks(100_000) {
+            burst.extend(raw::body_frame(1, chunk));
+        }
+    }
+    conn.send(&burst).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    conn.send(&method_frame(1, 20, 40, Args::new().short(200).sstr("bye").short(0).short(0))).await;
+    // Acks may come before the close-ok (the flush was quick); none may come after it.
+    loop {
+        match conn.read_within(WAIT).await {
+            Read::Frame(f) if f.ids() == Some((20, 41)) => break,
+            Read::Frame(f) if f.ids() == Some((60, 80)) => {}
+            other => panic!("expected acks then channel.close-ok, got {other:?}"),
+        }
+    }
+    conn.open_channel(1).await;
+    conn.send(&method_frame(1, 85, 10, Args::new().octet(0))).await;
+    conn.expect_method(1, 85, 11).await;
+    match conn.read_within(std::time::Duration::from_millis(500)).await {
+        Read::Timeout => {}
+        other => panic!("the new channel 1 got a frame meant for the old one: {other:?}"),
+    }
+}

@@ -4,6 +4,8 @@
 //! One task takes every request waiting when it wakes, runs a single flush for all of them,
 //! then sends their replies in arrival order, so many publishers share one fsync and a
 //! channel's confirms never overtake each other. A failed flush turns acks into nacks.
+//! Replies are addressed to the channel instance that earned them: once it has closed they
+//! are dropped, even if a new channel has taken its number meanwhile.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use tracing::error;
 use warren_protocol::AMQPClass;
 use warren_storage::Store;
 
-use crate::outbound::Outbound;
+use crate::broker::consumer::ChannelDelivery;
 
 /// A reply held until the flush.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,10 +36,8 @@ pub enum Reply {
 /// Replies for one channel, to be sent after the next flush.
 #[derive(Debug)]
 pub struct FlushRequest {
-    /// The connection to send them on.
-    pub outbound: Arc<Outbound>,
-    /// The channel.
-    pub channel: u16,
+    /// The channel instance that earned them (its number may be reused after it closes).
+    pub channel: Arc<ChannelDelivery>,
     /// What to send, in order.
     pub replies: Vec<Reply>,
     /// Whether anything in the request was written to the store (otherwise it only waits
@@ -97,11 +97,19 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<FlushRequest>) {
 }
 
 fn send(request: FlushRequest, durable: bool) {
-    for reply in &request.replies {
-        match reply {
-            Reply::Confirm { ack, tag, multiple } => request.outbound.confirm(request.channel, *ack && durable, *tag, *multiple),
-            Reply::Method(m) => request.outbound.method(request.channel, m),
+    let channel = &request.channel;
+    // Written under the channel's delivery lock: its close (which sets `closed` under the
+    // same lock before the close method is written) either comes first, and the replies
+    // are dropped, or after, and they precede it.
+    let state = channel.lock();
+    if !state.closed {
+        for reply in &request.replies {
+            match reply {
+                Reply::Confirm { ack, tag, multiple } => channel.outbound.confirm(channel.id, *ack && durable, *tag, *multiple),
+                Reply::Method(m) => channel.outbound.method(channel.id, m),
+            }
         }
     }
+    drop(state);
     request.in_flight.fetch_sub(1, Ordering::AcqRel);
 }

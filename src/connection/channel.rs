@@ -234,8 +234,7 @@ impl Channel {
                 if stored {
                     // Committed persistent messages are on disk before commit-ok.
                     ctx.broker.after_flush(FlushRequest {
-                        outbound: Arc::clone(&ctx.outbound),
-                        channel: self.id,
+                        channel: Arc::clone(&self.delivery),
                         replies: vec![Reply::Method(commit_ok)],
                         needs_flush: true,
                         in_flight: Arc::default(),
@@ -304,8 +303,7 @@ impl Channel {
             return;
         }
         ctx.broker.after_flush(FlushRequest {
-            outbound: Arc::clone(&ctx.outbound),
-            channel: self.id,
+            channel: Arc::clone(&self.delivery),
             replies,
             needs_flush: std::mem::take(&mut c.needs_flush),
             in_flight: Arc::clone(&c.in_flight),
