@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the RabbitMQ tutorials 1-7 as interop tests, with Python pika and with
-# Node amqplib, against an AMQP 0-9-1 broker.
+# Runs the interop tests (the RabbitMQ tutorials 1-7 and RabbitMQ's extensions)
+# with Python pika and with Node amqplib, against an AMQP 0-9-1 broker.
 #
 #   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ interop-tests/run.sh   # existing broker
 #   WARREN_BIN=target/release/warren interop-tests/run.sh              # start warren here

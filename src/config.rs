@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Deserialize;
 
+/// RabbitMQ's upper bound on `max_message_size`: 512 MiB.
+pub const MAX_MESSAGE_SIZE_LIMIT: u64 = 512 * 1024 * 1024;
+
 /// Everything the broker can be configured with.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -50,6 +53,9 @@ pub struct Config {
     /// Milliseconds a delivery may stay unacknowledged before its channel is closed with
     /// 406 (RabbitMQ's `consumer_timeout`); 0 turns it off.
     pub consumer_timeout: u64,
+    /// Seconds a write to a client may make no progress before the connection is closed
+    /// (RabbitMQ's send_timeout).
+    pub send_timeout: u64,
 }
 
 impl Default for Config {
@@ -73,6 +79,7 @@ impl Default for Config {
             store_cache_mb: 32,
             memory_high_watermark_mb: 0,
             consumer_timeout: 1_800_000,
+            send_timeout: 15,
         }
     }
 }
@@ -146,6 +153,11 @@ pub struct Cli {
     /// queue's x-consumer-timeout overrides it); 0 for none [default: 1800000].
     #[arg(long, value_name = "MS")]
     pub consumer_timeout: Option<u64>,
+    /// Seconds a write to a client may make no progress (the client stopped reading)
+    /// before its connection is closed and everything it held is released, as RabbitMQ's
+    /// send_timeout; at least 1 [default: 15].
+    #[arg(long, value_name = "SECS")]
+    pub send_timeout: Option<u64>,
 }
 
 /// Why the configuration could not be loaded.
@@ -185,10 +197,19 @@ impl Cli {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, consumer_timeout);
+        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, consumer_timeout, send_timeout);
         config.allow_remote_guest |= self.allow_remote_guest;
         if config.frame_max < warren_protocol::frame::FRAME_MIN_SIZE {
             return Err(ConfigError::Invalid(format!("frame_max {} is below the minimum 4096", config.frame_max)));
+        }
+        if config.max_message_size > MAX_MESSAGE_SIZE_LIMIT {
+            return Err(ConfigError::Invalid(format!(
+                "max_message_size {} is above RabbitMQ's maximum of {MAX_MESSAGE_SIZE_LIMIT} (512 MiB)",
+                config.max_message_size
+            )));
+        }
+        if config.send_timeout == 0 {
+            return Err(ConfigError::Invalid("send_timeout must be at least 1 second".to_owned()));
         }
         if config.channel_max == 0 {
             return Err(ConfigError::Invalid("channel_max must be at least 1".to_owned()));
@@ -215,6 +236,9 @@ mod tests {
     #[test]
     fn bad_values_are_reported() {
         assert!(Cli::parse_from(["warren", "--frame-max", "100"]).load().is_err());
+        assert!(Cli::parse_from(["warren", "--max-message-size", "536870913"]).load().is_err());
+        assert!(Cli::parse_from(["warren", "--max-message-size", "536870912"]).load().is_ok());
+        assert!(Cli::parse_from(["warren", "--send-timeout", "0"]).load().is_err());
         let dir = std::env::temp_dir().join(format!("warren-config-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp");
         let file = dir.join("bad.toml");

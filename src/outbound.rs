@@ -8,15 +8,21 @@
 //! the client reads slower than deliveries arrive, [`Outbound::is_congested`] tells queues to
 //! hold messages back, and the writer wakes the connection through [`Outbound::drained`]
 //! once the backlog is written.
+//!
+//! Buffered octets count toward the memory alarm (replies a client does not read, such as
+//! basic.return, grow it like any message). A write that makes no progress for the send
+//! timeout (RabbitMQ's 15 s) breaks the connection: the buffer is dropped and the reader is
+//! told through [`Outbound::broken`], so the connection ends and releases what it held.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use crate::broker::memory::MemoryMonitor;
 use crate::broker::message::Message;
 use warren_protocol::frame::{self, put_short_str};
 use warren_protocol::AMQPClass;
@@ -34,6 +40,10 @@ pub struct Outbound {
     drained: Notify,
     /// The negotiated frame_max, which body frames are split by.
     frame_max: AtomicU32,
+    /// Counts buffered octets for the memory alarm.
+    memory: Option<Arc<MemoryMonitor>>,
+    /// Wakes the connection's reader when the writer gave up (send timeout, socket error).
+    broken: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +53,8 @@ struct Inner {
     /// Set by a queue that skipped a consumer because this buffer was congested. Kept under
     /// the same lock as `buf` so the writer cannot miss it between its write and its check.
     throttled: bool,
+    /// The writer gave up; nothing more will be sent.
+    broken: bool,
 }
 
 impl Outbound {
@@ -53,7 +65,14 @@ impl Outbound {
             ready: Notify::new(),
             drained: Notify::new(),
             frame_max: AtomicU32::new(frame_max),
+            memory: None,
+            broken: Notify::new(),
         }
+    }
+
+    /// A buffer whose octets count toward `memory`.
+    pub fn counted(frame_max: u32, memory: Arc<MemoryMonitor>) -> Self {
+        Outbound { memory: Some(memory), ..Self::new(frame_max) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -73,8 +92,13 @@ impl Outbound {
         if inner.closed {
             return;
         }
+        let before = inner.buf.len();
         encode(&mut inner.buf);
+        let added = inner.buf.len() - before;
         drop(inner);
+        if let Some(m) = &self.memory {
+            m.add(added);
+        }
         self.ready.notify_one();
     }
 
@@ -158,6 +182,30 @@ impl Outbound {
         self.ready.notify_one();
     }
 
+    /// The writer gives up: what is buffered is dropped and the reader is woken.
+    fn give_up(&self, in_flight: usize) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.broken = true;
+        let dropped = std::mem::take(&mut inner.buf).len();
+        drop(inner);
+        if let Some(m) = &self.memory {
+            m.sub(dropped + in_flight);
+        }
+        self.broken.notify_one();
+    }
+
+    /// Resolves once the writer has given up on the socket.
+    pub async fn broken(&self) {
+        loop {
+            let notified = self.broken.notified();
+            if self.lock().broken {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Waits for frames and swaps them into `out` (which must be empty). `false` once the
     /// buffer is closed and fully taken.
     async fn take(&self, out: &mut BytesMut) -> bool {
@@ -179,24 +227,37 @@ impl Outbound {
     /// The writer task: writes batches to `sink` until closed, sending a heartbeat frame
     /// whenever nothing was written for `heartbeat` (if non-zero). Returns when the buffer is
     /// closed and written, or the socket fails.
-    pub async fn run_writer<W: AsyncWrite + Unpin>(&self, mut sink: W, heartbeat: Duration) -> std::io::Result<()> {
+    pub async fn run_writer<W: AsyncWrite + Unpin>(&self, mut sink: W, heartbeat: Duration, send_timeout: Duration) -> std::io::Result<()> {
         let mut batch = BytesMut::with_capacity(64 * 1024);
         loop {
-            let more = if heartbeat.is_zero() {
-                self.take(&mut batch).await
+            // `counted`: octets of the batch that were counted toward the memory alarm
+            // (heartbeats are not).
+            let (more, counted) = if heartbeat.is_zero() {
+                let more = self.take(&mut batch).await;
+                (more, batch.len())
             } else {
                 match tokio::time::timeout(heartbeat, self.take(&mut batch)).await {
-                    Ok(more) => more,
+                    Ok(more) => (more, batch.len()),
                     Err(_) => {
                         frame::encode_heartbeat(&mut batch);
-                        true
+                        (true, 0)
                     }
                 }
             };
             if !more {
                 break;
             }
-            sink.write_all(&batch).await?;
+            let written = match tokio::time::timeout(send_timeout, sink.write_all(&batch)).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no write progress for {}s (send timeout)", send_timeout.as_secs()))),
+            };
+            if let Err(e) = written {
+                self.give_up(counted);
+                return Err(e);
+            }
+            if let Some(m) = &self.memory {
+                m.sub(counted);
+            }
             // Keep the allocation unless a large batch grew it far beyond the usual size.
             if batch.capacity() > 4 * HIGH_WATER {
                 batch = BytesMut::with_capacity(64 * 1024);

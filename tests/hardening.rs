@@ -94,3 +94,37 @@ async fn confirms_of_a_closed_channel_never_reach_a_channel_reusing_its_number()
         other => panic!("the new channel 1 got a frame meant for the old one: {other:?}"),
     }
 }
+
+/// A consumer that stops reading its socket: once a write makes no progress for the send
+/// timeout its connection is closed, its unacknowledged messages go back to the queue, and
+/// another consumer gets them all; other clients are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_closed_after_the_send_timeout() {
+    use common::raw::{method_frame, Args, RawConn};
+    const N: usize = 400;
+    let broker = start_with(|c| c.send_timeout = 1).await;
+    let (_conn, ch) = broker.channel().await;
+    declare(&ch, "flood").await;
+    let mut stalled = RawConn::handshake(broker.addr).await;
+    stalled.open_channel(1).await;
+    // basic.consume, manual ack, no prefetch; then the socket is never read again.
+    stalled.send(&method_frame(1, 60, 20, Args::new().short(0).sstr("flood").sstr("stalled").octet(0).empty_table())).await;
+    let body = vec![1u8; 64 * 1024];
+    for i in 0..N as u32 {
+        let mut b = body.clone();
+        b[..4].copy_from_slice(&i.to_be_bytes());
+        publish(&ch, "", "flood", &b).await;
+    }
+    // Served meanwhile.
+    let other = broker.channel().await.1;
+    declare(&other, "unrelated").await;
+    // After the send timeout the stalled connection goes and returns what it held.
+    let (_c2, ch2) = broker.channel().await;
+    let mut c = ch2.basic_consume("flood".into(), "rescuer".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await.expect("consume");
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < N {
+        let d = within("all messages back", async { futures_lite::StreamExt::next(&mut c).await }).await.expect("delivery").expect("ok");
+        seen.insert(u32::from_be_bytes([d.data[0], d.data[1], d.data[2], d.data[3]]));
+    }
+    drop(stalled);
+}

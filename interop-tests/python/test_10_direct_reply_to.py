@@ -229,6 +229,25 @@ def test_direct_reply_to_address_can_be_checked_with_a_passive_declare():
         server.stop()
 
 
+def test_declaring_the_pseudo_queue_is_harmless():
+    """Client libraries that declare every queue they consume (kombu's Consumer
+    with its default auto_declare, for one) declare amq.rabbitmq.reply-to
+    non-passively first; RabbitMQ treats every declare of it as passive and
+    answers declare-ok."""
+    rpc_queue = unique("reply-to-rpc")
+    server = RpcServer(rpc_queue).start_and_wait()
+    client = DirectReplyClient(rpc_queue)
+    try:
+        ok = connect().channel().queue_declare(queue=REPLY_TO).method
+        assert ok.queue == REPLY_TO
+        assert ok.message_count == 0
+        client.channel.queue_declare(queue=REPLY_TO, durable=False, auto_delete=True)
+        assert client.call(b"still works").body == b"re: still works"
+    finally:
+        client.close()
+        server.stop()
+
+
 def test_reply_consumer_must_be_auto_ack():
     conn = connect()
     ch = conn.channel()

@@ -271,7 +271,8 @@ impl Channel {
     /// A content header frame arrived.
     pub fn content_header(&mut self, ctx: &Context, payload: Bytes) -> Result<(), AmqpError> {
         match self.assembler.header(payload, ctx.broker.config.max_message_size)? {
-            Some(content) => self.published(ctx, content),
+            // A refused publish names basic.publish, as RabbitMQ's close does.
+            Some(content) => self.published(ctx, content).map_err(|e| e.on_method(60, 40)),
             None => Ok(()),
         }
     }
@@ -279,7 +280,7 @@ impl Channel {
     /// A content body frame arrived.
     pub fn content_body(&mut self, ctx: &Context, payload: Bytes) -> Result<(), AmqpError> {
         match self.assembler.body(payload)? {
-            Some(content) => self.published(ctx, content),
+            Some(content) => self.published(ctx, content).map_err(|e| e.on_method(60, 40)),
             None => Ok(()),
         }
     }

@@ -91,13 +91,21 @@ async fn run(broker: Arc<Broker>, stream: TcpStream, rbuf: BytesMut, session: Se
     info!(client = %client, channel_max = tuning.channel_max, frame_max = tuning.frame_max, heartbeat = tuning.heartbeat, "connection opened");
     broker.metrics.connections_opened.inc();
     broker.metrics.connections.inc();
-    let outbound = Arc::new(Outbound::new(tuning.frame_max));
+    let outbound = Arc::new(Outbound::counted(tuning.frame_max, Arc::clone(&broker.memory)));
     let (mut reader, writer) = stream.into_split();
     let heartbeat = Duration::from_secs(u64::from(tuning.heartbeat));
     let writer_task = {
         let outbound = Arc::clone(&outbound);
         // Heartbeats go out at half the interval, as RabbitMQ sends them.
-        tokio::spawn(async move { outbound.run_writer(writer, heartbeat / 2).await })
+        let send_timeout = Duration::from_secs(broker.config.send_timeout);
+        tokio::spawn(
+            async move {
+                if let Err(e) = outbound.run_writer(writer, heartbeat / 2, send_timeout).await {
+                    warn!(error = %e, "writing to the client failed; closing the connection");
+                }
+            }
+            .in_current_span(),
+        )
     };
     let mut conn = Connection {
         ctx: Context { id, broker: Arc::clone(&broker), vhost, user, outbound: Arc::clone(&outbound), cancel_notify },
@@ -109,11 +117,9 @@ async fn run(broker: Arc<Broker>, stream: TcpStream, rbuf: BytesMut, session: Se
         blocked_notify,
     };
     let reason = conn.frame_loop(&mut reader, rbuf, heartbeat, shutdown).await;
-    conn.teardown();
-    outbound.close();
+    // Teardown is the connection's Drop, so it also happens when this task panics.
+    drop(conn);
     let _ = writer_task.await;
-    broker.metrics.connections_closed.inc();
-    broker.metrics.connections.dec();
     info!(%peer, reason = %reason, "connection closed");
 }
 
@@ -182,6 +188,7 @@ impl Connection {
                     }
                 }
                 _ = ack_check.tick(), if self.closing.is_none() => self.close_overdue_channels(),
+                () = self.ctx.outbound.broken() => return "the client stopped reading (send timeout) or the socket failed".into(),
                 _ = self.ctx.outbound.drained() => {
                     for ch in self.channels.values() {
                         ch.redispatch();
@@ -419,12 +426,20 @@ impl Connection {
         }
     }
 
-    /// Returns every channel's unacked messages and drops the connection's exclusive queues.
-    fn teardown(&mut self) {
+}
+
+/// However the connection's task ends (returning, or unwinding from a panic), its
+/// consumers are cancelled, its unacknowledged messages return to their queues, its
+/// exclusive queues go, its outbound buffer closes and it stops being counted.
+impl Drop for Connection {
+    fn drop(&mut self) {
         for (_, mut ch) in self.channels.drain() {
             ch.teardown(&self.ctx);
         }
         self.ctx.vhost.drop_exclusive_queues(self.ctx.id);
+        self.ctx.outbound.close();
+        self.ctx.broker.metrics.connections_closed.inc();
+        self.ctx.broker.metrics.connections.dec();
     }
 }
 

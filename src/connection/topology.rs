@@ -53,11 +53,16 @@ impl Channel {
     }
 
     pub(super) fn queue_declare(&mut self, ctx: &Context, d: queue::Declare) -> Result<(), AmqpError> {
-        // Direct reply-to's pseudo-queues answer a passive declare as RabbitMQ does.
+        // Direct reply-to's pseudo-queues: any declare of them is answered as a passive one,
+        // with the one consumer they have by definition (404 once the requester is gone),
+        // as RabbitMQ does; kombu declares before it consumes.
         let name = d.queue.as_str();
-        if d.passive && (name == REPLY_TO || (name.starts_with(REPLY_TO_PREFIX) && ctx.vhost.reply_to.channel(name).is_some())) {
+        if name == REPLY_TO || name.starts_with(REPLY_TO_PREFIX) {
+            if name != REPLY_TO && ctx.vhost.reply_to.channel(name).is_none() {
+                return Err(AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", ctx.vhost.name)));
+            }
             if !d.nowait {
-                self.reply(ctx, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk { queue: d.queue, message_count: 0, consumer_count: 0 })));
+                self.reply(ctx, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk { queue: d.queue, message_count: 0, consumer_count: 1 })));
             }
             return Ok(());
         }
