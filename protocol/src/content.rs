@@ -1,13 +1,27 @@
 //! Content assembly: a `basic.publish` method, then a content header, then body frames
 //! until the announced size is reached (spec section 4.2.6).
 //!
-//! [`Assembler`] is a small pure state machine per channel. A body that arrives in one frame
-//! is kept as that frame's zero-copy `Bytes`; a body in several frames is gathered once into
-//! a buffer sized from the header. Errors are precise: a frame of the wrong kind is 505
+//! [`Assembler`] is a small pure state machine per channel. A large body that arrives in one
+//! frame is kept as that frame's zero-copy `Bytes`; a body in several frames is gathered once
+//! into a buffer sized from the header. Small bodies and the properties are copied out: a
+//! zero-copy slice would keep the whole read buffer it came from alive (64 KiB for a 1-octet
+//! message sitting in a queue). Errors are precise: a frame of the wrong kind is 505
 //! UNEXPECTED_FRAME, a body larger than announced is 501, a message over the size limit is
 //! a channel-level 406 as in RabbitMQ.
 
 use bytes::{Bytes, BytesMut};
+
+/// Bodies below this size are copied out of the read buffer rather than sliced from it.
+pub const COPY_BELOW: usize = 8 * 1024;
+
+/// `b` on its own allocation when it is small (see the module header).
+fn detach(b: Bytes) -> Bytes {
+    if b.len() < COPY_BELOW {
+        Bytes::copy_from_slice(&b)
+    } else {
+        b
+    }
+}
 
 use crate::error::AmqpError;
 use crate::properties::PropertiesView;
@@ -85,7 +99,7 @@ impl<M> Assembler<M> {
         let mut size_bytes = [0u8; 8];
         size_bytes.copy_from_slice(&payload[4..12]);
         let body_size = u64::from_be_bytes(size_bytes);
-        let properties = payload.slice(12..);
+        let properties = detach(payload.slice(12..));
         PropertiesView::parse(&properties)
             .map_err(|e| AmqpError::syntax_error(format!("invalid content header properties: {e}")).on_method(60, 40))?;
         if body_size > max_message_size {
@@ -137,7 +151,7 @@ impl<M> Assembler<M> {
         }
         let body = match body {
             Body::Empty => Bytes::new(),
-            Body::One(b) => b,
+            Body::One(b) => detach(b),
             Body::Many(b) => b.freeze(),
         };
         Ok(Some(Content { method, properties, body }))
@@ -154,6 +168,25 @@ mod tests {
         h.extend_from_slice(&size.to_be_bytes());
         h.extend_from_slice(&[0x10, 0, 2]); // delivery-mode 2
         Bytes::from(h)
+    }
+
+    #[test]
+    fn small_bodies_and_properties_do_not_pin_the_read_buffer() {
+        let read = Bytes::from(vec![9u8; 64 * 1024]);
+        let inside = |b: &Bytes| {
+            let (start, end) = (read.as_ptr() as usize, read.as_ptr() as usize + read.len());
+            (start..end).contains(&(b.as_ptr() as usize))
+        };
+        let mut a: Assembler<u8> = Assembler::default();
+        a.start(1);
+        assert!(a.header(header(1), 1 << 20).expect("header").is_none());
+        let c = a.body(read.slice(100..101)).expect("body").expect("complete");
+        assert!(!inside(&c.body), "a 1-octet body is copied out");
+        let mut a: Assembler<u8> = Assembler::default();
+        a.start(1);
+        assert!(a.header(header(COPY_BELOW as u64), 1 << 20).expect("header").is_none());
+        let c = a.body(read.slice(0..COPY_BELOW)).expect("body").expect("complete");
+        assert!(inside(&c.body), "a large body stays zero-copy");
     }
 
     #[test]
