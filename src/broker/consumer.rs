@@ -67,6 +67,7 @@ impl Consumer {
         let tag = state.next_tag;
         if !self.no_ack {
             self.unacked.fetch_add(1, Ordering::Relaxed);
+            self.queue.hold_unacked(msg);
             state.unacked.push_back(Unacked {
                 tag,
                 queue: Arc::clone(&self.queue),

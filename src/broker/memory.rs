@@ -111,3 +111,35 @@ mod tests {
         assert_eq!(m.used(), 99);
     }
 }
+
+/// Octets a client makes the broker hold outside the queues (bodies being assembled,
+/// uncommitted transactions), counted toward the alarm while this lives.
+#[derive(Debug)]
+pub struct Held {
+    memory: std::sync::Arc<MemoryMonitor>,
+    octets: usize,
+}
+
+impl Held {
+    /// Nothing held yet, counted in `memory`.
+    pub fn new(memory: std::sync::Arc<MemoryMonitor>) -> Self {
+        Held { memory, octets: 0 }
+    }
+
+    /// Counts `n` more octets.
+    pub fn add(&mut self, n: usize) {
+        self.octets += n;
+        self.memory.add(n);
+    }
+
+    /// Octets held.
+    pub fn octets(&self) -> usize {
+        self.octets
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.memory.sub(self.octets);
+    }
+}

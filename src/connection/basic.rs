@@ -12,6 +12,7 @@ use super::channel::{requeue, Channel, TxSettle};
 use super::Context;
 use crate::broker::consumer::{Consumer, DeliveryState, Unacked};
 use crate::broker::exchange::Exchange;
+use crate::broker::memory::Held;
 use crate::broker::message::{with_reply_to, without_bcc, Message, SenderSelected};
 use crate::broker::reply_to::{REPLY_TO, REPLY_TO_PREFIX};
 use crate::broker::queue::{Enqueued, Queue};
@@ -47,6 +48,16 @@ impl Channel {
         if let Some(tx) = self.tx.as_mut() {
             // Checked now, and the exchange kept, so that commit cannot fail half-way.
             check_properties(ctx, &PropertiesView::parse(&content.properties).unwrap_or_default())?;
+            // Bounded, so a transaction never committed cannot grow without limit.
+            let size = content.body.len() + content.properties.len();
+            let held = tx.held.get_or_insert_with(|| Held::new(Arc::clone(&ctx.broker.memory)));
+            let limit = usize::try_from(ctx.broker.config.max_message_size).unwrap_or(usize::MAX);
+            if held.octets() + size > limit {
+                return Err(AmqpError::precondition_failed(format!(
+                    "transaction too large: its uncommitted publishes would exceed {limit} octets (the max message size)"
+                )));
+            }
+            held.add(size);
             tx.publishes.push((exchange, content));
             return Ok(());
         }
@@ -260,6 +271,7 @@ impl Channel {
                 // Written under the delivery lock so tags reach the wire in order.
                 ctx.outbound.get_ok(self.id, tag, got.meta.redelivered, got.remaining, &got.wire);
                 if !g.no_ack {
+                    q.hold_unacked(&got.msg);
                     st.unacked.push_back(Unacked { tag, ack_by: q.ack_deadline(), queue: Arc::clone(&q), offset: got.offset, msg: got.msg, meta: got.meta, consumer: None });
                 }
             }
@@ -317,6 +329,7 @@ impl Channel {
                     ctx.broker.metrics.messages_acknowledged.inc_by(taken.len() as u64);
                 }
                 for u in &taken {
+                    u.queue.release_unacked(&u.msg);
                     if ack_or_drop.is_none() {
                         u.queue.settled(u.offset, &u.msg);
                     } else {

@@ -13,6 +13,7 @@ use warren_protocol::{AMQPClass, AmqpError, ReplyCode};
 use super::Context;
 use crate::broker::consumer::{ChannelDelivery, Unacked};
 use crate::broker::durability::{FlushRequest, Reply};
+use crate::broker::memory::Held;
 use crate::broker::exchange::{Destination, Exchange};
 use crate::broker::queue::Queue;
 use crate::outbound::Outbound;
@@ -80,6 +81,9 @@ pub(crate) struct Tx {
     pub publishes: Vec<(Arc<Exchange>, Content<basic::Publish>)>,
     /// Acks and rejects in the transaction.
     pub settles: Vec<TxSettle>,
+    /// Octets of the held publishes, counted toward the memory alarm until the
+    /// transaction ends (commit, rollback or close).
+    pub held: Option<Held>,
 }
 
 /// A channel.
@@ -105,6 +109,8 @@ pub(crate) struct Channel {
     pub route_buf: Vec<Arc<Queue>>,
     /// Reused scratch space of routing.
     pub dest_buf: Vec<Destination>,
+    /// Octets of the body being assembled, counted toward the memory alarm.
+    pub assembling: Option<Held>,
 }
 
 impl Channel {
@@ -121,6 +127,7 @@ impl Channel {
             last_queue: None,
             route_buf: Vec::new(),
             dest_buf: Vec::new(),
+            assembling: None,
         }
     }
 
@@ -279,9 +286,16 @@ impl Channel {
 
     /// A content body frame arrived.
     pub fn content_body(&mut self, ctx: &Context, payload: Bytes) -> Result<(), AmqpError> {
+        let n = payload.len();
         match self.assembler.body(payload)? {
-            Some(content) => self.published(ctx, content).map_err(|e| e.on_method(60, 40)),
-            None => Ok(()),
+            Some(content) => {
+                self.assembling = None;
+                self.published(ctx, content).map_err(|e| e.on_method(60, 40))
+            }
+            None => {
+                self.assembling.get_or_insert_with(|| Held::new(Arc::clone(&ctx.broker.memory))).add(n);
+                Ok(())
+            }
         }
     }
 
@@ -324,6 +338,7 @@ impl Channel {
     /// unacknowledged messages return to their queues in order.
     pub fn teardown(&mut self, ctx: &Context) {
         self.assembler.reset();
+        self.assembling = None;
         let (consumers, unacked) = {
             let mut st = self.delivery.lock();
             if st.closed {
@@ -353,6 +368,9 @@ impl Channel {
 
 /// Returns settled-with-requeue messages to their queues, grouped by queue, in tag order.
 pub(crate) fn requeue(mut unacked: Vec<Unacked>) {
+    for u in &unacked {
+        u.queue.release_unacked(&u.msg);
+    }
     while !unacked.is_empty() {
         let queue = Arc::clone(&unacked[0].queue);
         let (mine, rest): (Vec<_>, Vec<_>) = unacked.into_iter().partition(|u| Arc::ptr_eq(&u.queue, &queue));

@@ -249,6 +249,11 @@ impl Connection {
             if hold_publish && rbuf.len() >= 11 && rbuf[0] == 1 && rbuf[7..11] == [0, 60, 0, 40] {
                 return Ok(true);
             }
+            // So is one in the middle of a publish: its content frames wait too (bodies
+            // spread over many channels would otherwise keep growing).
+            if hold_publish && matches!(rbuf.first(), Some(2 | 3)) {
+                return Ok(true);
+            }
             let frame = match frame::decode(rbuf, self.frame_max) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(false),

@@ -234,6 +234,17 @@ impl Queue {
         }
     }
 
+    /// Counts a delivery held unacknowledged toward the memory alarm (a consumer that never
+    /// acks must not grow the broker unnoticed).
+    pub fn hold_unacked(&self, msg: &Message) {
+        self.memory.add(footprint(msg));
+    }
+
+    /// Stops counting an unacknowledged delivery (acked, rejected or requeued).
+    pub fn release_unacked(&self, msg: &Message) {
+        self.memory.sub(footprint(msg));
+    }
+
     /// Declared durable (durable queues, and only they, have a store).
     pub fn durable(&self) -> bool {
         self.store.is_some()
