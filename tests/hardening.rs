@@ -128,3 +128,211 @@ async fn a_peer_that_stops_reading_is_closed_after_the_send_timeout() {
     }
     drop(stalled);
 }
+
+// ---------------------------------------------------------------------------------------
+// The attacks of the hardening issue, against the real binary with a 32 MiB watermark:
+// its RSS must stay under 2.5x the watermark (plus what an idle broker uses), the
+// offending connection is blocked or closed, and another client is served throughout.
+
+mod attacks {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use super::common::raw::{self, method_frame, Args, RawConn};
+    use super::common::*;
+    use lapin::options::*;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    const WATERMARK_MIB: u64 = 32;
+
+    pub struct Broker {
+        child: Child,
+        pub port: u16,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Broker {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    pub async fn spawn() -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let dir = fresh_data_dir();
+        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--metrics-port", "0", "--log-level", "error"])
+            .args(["--memory-high-watermark-mb", &WATERMARK_MIB.to_string(), "--store-cache-mb", "4", "--send-timeout", "5"])
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn warren");
+        let broker = Broker { child, port, dir };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return broker;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("broker did not start");
+    }
+
+    impl Broker {
+        pub fn rss_mib(&self) -> u64 {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+            status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()).unwrap_or(0) / 1024
+        }
+
+        pub fn addr(&self) -> std::net::SocketAddr {
+            ([127, 0, 0, 1], self.port).into()
+        }
+
+        pub async fn connect(&self) -> Connection {
+            Connection::connect(&format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port), ConnectionProperties::default()).await.expect("connect")
+        }
+
+        /// Another client gets a full round trip while the attack goes on.
+        pub async fn serves_others(&self) {
+            let conn = self.connect().await;
+            let ch = conn.create_channel().await.expect("channel");
+            declare(&ch, "bystander").await;
+            get_body(&ch, "bystander").await;
+            let _ = conn.close(200, "bye".into()).await;
+        }
+
+        /// RSS stays under 2.5x the watermark, above the idle broker's `base`.
+        pub fn assert_bounded(&self, base: u64, what: &str) {
+            let rss = self.rss_mib();
+            let bound = base + WATERMARK_MIB * 5 / 2;
+            eprintln!("{what}: RSS {rss} MiB (idle {base} MiB, bound {bound} MiB)");
+            assert!(rss < bound, "{what}: RSS {rss} MiB, bound {bound} MiB");
+        }
+    }
+
+    /// Publishes 64 KiB messages from `ch` for `secs` seconds (or until the broker stops
+    /// reading, which lapin shows as a publish that does not complete).
+    async fn flood(ch: &lapin::Channel, exchange: &str, key: &str, opts: BasicPublishOptions, secs: u64) -> usize {
+        let body = vec![5u8; 64 * 1024];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        let mut sent = 0;
+        while tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, ch.basic_publish(exchange.into(), key.into(), opts, &body, BasicProperties::default())).await {
+                Ok(Ok(_)) => sent += 1,
+                _ => break,
+            }
+        }
+        sent
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transactions_never_committed() {
+        let broker = spawn().await;
+        let base = broker.rss_mib();
+        let conn = broker.connect().await;
+        let ch = conn.create_channel().await.expect("channel");
+        declare(&ch, "tx-target").await;
+        ch.tx_select().await.expect("tx.select");
+        let attack = tokio::spawn(async move { flood(&ch, "", "tx-target", BasicPublishOptions::default(), 6).await });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        broker.serves_others().await;
+        broker.assert_bounded(base, "uncommitted transaction");
+        let _ = attack.await;
+        broker.assert_bounded(base, "uncommitted transaction");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_without_prefetch_that_never_acks() {
+        let broker = spawn().await;
+        let base = broker.rss_mib();
+        let setup = broker.connect().await.create_channel().await.expect("channel");
+        declare(&setup, "hoard").await;
+        // The hoarder reads everything (so its socket never backs up) and acks nothing.
+        let mut hoarder = RawConn::handshake(broker.addr()).await;
+        hoarder.open_channel(1).await;
+        hoarder.send(&method_frame(1, 60, 20, Args::new().short(0).sstr("hoard").sstr("h").octet(0).empty_table())).await;
+        let reader = tokio::spawn(async move {
+            loop {
+                match hoarder.read_within(Duration::from_secs(10)).await {
+                    raw::Read::Frame(_) => {}
+                    _ => return,
+                }
+            }
+        });
+        let publisher = broker.connect().await;
+        let ch = publisher.create_channel().await.expect("channel");
+        let attack = tokio::spawn(async move { flood(&ch, "", "hoard", BasicPublishOptions::default(), 6).await });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        broker.serves_others().await;
+        broker.assert_bounded(base, "unacked deliveries");
+        let _ = attack.await;
+        broker.assert_bounded(base, "unacked deliveries");
+        reader.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partial_bodies_over_many_channels() {
+        let broker = spawn().await;
+        let base = broker.rss_mib();
+        let mut attacker = RawConn::handshake(broker.addr()).await;
+        let chunk = vec![3u8; 100_000];
+        for ch in 1..=200u16 {
+            attacker.open_channel(ch).await;
+        }
+        // Each channel starts a 100 MiB message and sends it in chunks, round-robin, never
+        // finishing any: without accounting this grows to 20 GiB.
+        let mut frames = Vec::new();
+        for ch in 1..=200u16 {
+            frames.extend(raw::publish_frame(ch, "", "nowhere", 0));
+            frames.extend(raw::header_frame(ch, 100 << 20));
+        }
+        attacker.send(&frames).await;
+        let attack = tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+            'outer: while tokio::time::Instant::now() < deadline {
+                for ch in 1..=200u16 {
+                    let f = raw::body_frame(ch, &chunk);
+                    if tokio::time::timeout_at(deadline, attacker.try_send(&f)).await.is_err() {
+                        break 'outer;
+                    }
+                }
+            }
+            attacker
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        broker.serves_others().await;
+        broker.assert_bounded(base, "partial bodies");
+        let _ = attack.await;
+        broker.assert_bounded(base, "partial bodies");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mandatory_returns_never_read() {
+        let broker = spawn().await;
+        let base = broker.rss_mib();
+        let mut attacker = RawConn::handshake(broker.addr()).await;
+        attacker.open_channel(1).await;
+        let body = vec![1u8; 64 * 1024];
+        let mut one = raw::publish_frame(1, "", "no-such-queue", 0b01);
+        one.extend(raw::header_frame(1, body.len() as u64));
+        one.extend(raw::body_frame(1, &body));
+        // Returns come back and are never read.
+        let attack = tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+            while tokio::time::Instant::now() < deadline {
+                if tokio::time::timeout_at(deadline, attacker.try_send(&one)).await.is_err() {
+                    break;
+                }
+            }
+            attacker
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        broker.serves_others().await;
+        broker.assert_bounded(base, "unread basic.return");
+        let _ = attack.await;
+        broker.assert_bounded(base, "unread basic.return");
+    }
+}

@@ -1,18 +1,20 @@
 //! Content assembly: a `basic.publish` method, then a content header, then body frames
 //! until the announced size is reached (spec section 4.2.6).
 //!
-//! [`Assembler`] is a small pure state machine per channel. A large body that arrives in one
-//! frame is kept as that frame's zero-copy `Bytes`; a body in several frames is gathered once
-//! into a buffer sized from the header. Small bodies and the properties are copied out: a
-//! zero-copy slice would keep the whole read buffer it came from alive (64 KiB for a 1-octet
-//! message sitting in a queue). Errors are precise: a frame of the wrong kind is 505
+//! [`Assembler`] is a small pure state machine per channel. A body that arrives in one
+//! frame of [`COPY_BELOW`] octets or more is kept as that frame's zero-copy `Bytes`; a body
+//! in several frames is gathered once into a buffer sized from the header. Smaller bodies
+//! and the properties are copied out: a zero-copy slice keeps the whole read buffer it came
+//! from alive (64 KiB or more for a 1-octet message sitting in a queue), which the memory
+//! alarm, counting message octets, would not see. Errors are precise: a frame of the wrong kind is 505
 //! UNEXPECTED_FRAME, a body larger than announced is 501, a message over the size limit is
 //! a channel-level 406 as in RabbitMQ.
 
 use bytes::{Bytes, BytesMut};
 
-/// Bodies below this size are copied out of the read buffer rather than sliced from it.
-pub const COPY_BELOW: usize = 8 * 1024;
+/// Bodies below this size (a frame at the default frame_max) are copied out of the read
+/// buffer rather than sliced from it.
+pub const COPY_BELOW: usize = 128 * 1024;
 
 /// `b` on its own allocation when it is small (see the module header).
 fn detach(b: Bytes) -> Bytes {
@@ -172,7 +174,7 @@ mod tests {
 
     #[test]
     fn small_bodies_and_properties_do_not_pin_the_read_buffer() {
-        let read = Bytes::from(vec![9u8; 64 * 1024]);
+        let read = Bytes::from(vec![9u8; 2 * COPY_BELOW]);
         let inside = |b: &Bytes| {
             let (start, end) = (read.as_ptr() as usize, read.as_ptr() as usize + read.len());
             (start..end).contains(&(b.as_ptr() as usize))
