@@ -28,6 +28,8 @@ pub struct Config {
     pub default_user: String,
     /// The one user's password.
     pub default_pass: String,
+    /// The virtual host (RabbitMQ's default_vhost); the broker has this one.
+    pub default_vhost: String,
     /// Let `guest` log in from other hosts (RabbitMQ's loopback_users = none).
     pub allow_remote_guest: bool,
     /// Highest channel number a connection may use.
@@ -68,6 +70,7 @@ impl Default for Config {
             log_level: "info".to_owned(),
             default_user: "guest".to_owned(),
             default_pass: "guest".to_owned(),
+            default_vhost: "/".to_owned(),
             allow_remote_guest: false,
             channel_max: 2047,
             frame_max: 131_072,
@@ -87,7 +90,11 @@ impl Default for Config {
 /// Warren: a small, fast AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
 ///
 /// Settings come from defaults, then the file given with --config (TOML, the same names as
-/// the flags with underscores: `port = 5673`, `data_dir = "/var/lib/warren"`), then flags.
+/// the flags with underscores: `port = 5673`, `data_dir = "/var/lib/warren"`), then the
+/// environment, then flags. The user and vhost also come from the variables the rabbitmq
+/// container image reads, so compose files written for it work unchanged:
+/// WARREN_DEFAULT_USER / RABBITMQ_DEFAULT_USER, WARREN_DEFAULT_PASS / RABBITMQ_DEFAULT_PASS,
+/// WARREN_DEFAULT_VHOST / RABBITMQ_DEFAULT_VHOST (the WARREN_ names win).
 #[derive(Debug, Default, Parser)]
 #[command(name = "warren", version, about, long_about)]
 pub struct Cli {
@@ -115,6 +122,9 @@ pub struct Cli {
     /// Password of the one user [default: guest].
     #[arg(long)]
     pub default_pass: Option<String>,
+    /// The virtual host clients open [default: /].
+    #[arg(long)]
+    pub default_vhost: Option<String>,
     /// Allow the guest user from non-loopback addresses.
     #[arg(long)]
     pub allow_remote_guest: bool,
@@ -185,8 +195,18 @@ pub enum ConfigError {
 }
 
 impl Cli {
-    /// Builds the configuration: defaults, then the file, then the flags.
+    /// Builds the configuration: defaults, then the file, then the process environment,
+    /// then the flags.
     pub fn load(self) -> Result<Config, ConfigError> {
+        self.load_with_env(|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::load`] with the environment given as a lookup (tests pass their own).
+    pub fn load_with_env(mut self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let from_env = |ours: &str, rabbitmq: &str| env(ours).or_else(|| env(rabbitmq)).filter(|v| !v.is_empty());
+        self.default_user = self.default_user.or_else(|| from_env("WARREN_DEFAULT_USER", "RABBITMQ_DEFAULT_USER"));
+        self.default_pass = self.default_pass.or_else(|| from_env("WARREN_DEFAULT_PASS", "RABBITMQ_DEFAULT_PASS"));
+        self.default_vhost = self.default_vhost.or_else(|| from_env("WARREN_DEFAULT_VHOST", "RABBITMQ_DEFAULT_VHOST"));
         let mut config = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
@@ -197,7 +217,7 @@ impl Cli {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, consumer_timeout, send_timeout);
+        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, default_vhost, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, consumer_timeout, send_timeout);
         config.allow_remote_guest |= self.allow_remote_guest;
         if config.frame_max < warren_protocol::frame::FRAME_MIN_SIZE {
             return Err(ConfigError::Invalid(format!("frame_max {} is below the minimum 4096", config.frame_max)));
@@ -231,6 +251,20 @@ mod tests {
         let cli = Cli::parse_from(["warren", "--config", file.to_str().expect("utf8"), "--port", "7000"]);
         let c = cli.load().expect("valid");
         assert_eq!((c.port, c.heartbeat, c.channel_max), (7000, 5, 2047));
+    }
+
+    #[test]
+    fn the_rabbitmq_image_variables_set_user_password_and_vhost() {
+        let env = |vars: &'static [(&'static str, &'static str)]| move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
+        let c = Cli::parse_from(["warren"])
+            .load_with_env(env(&[("RABBITMQ_DEFAULT_USER", "app"), ("RABBITMQ_DEFAULT_PASS", "secret"), ("RABBITMQ_DEFAULT_VHOST", "orders")]))
+            .expect("valid");
+        assert_eq!((c.default_user.as_str(), c.default_pass.as_str(), c.default_vhost.as_str()), ("app", "secret", "orders"));
+        // WARREN_ names win over RABBITMQ_ ones, flags over both.
+        let c = Cli::parse_from(["warren", "--default-pass", "flag"])
+            .load_with_env(env(&[("RABBITMQ_DEFAULT_USER", "app"), ("WARREN_DEFAULT_USER", "ours"), ("RABBITMQ_DEFAULT_PASS", "secret")]))
+            .expect("valid");
+        assert_eq!((c.default_user.as_str(), c.default_pass.as_str(), c.default_vhost.as_str()), ("ours", "flag", "/"));
     }
 
     #[test]

@@ -588,3 +588,23 @@ async fn server_named_queue_gets_an_amq_gen_name() {
     })
     .await;
 }
+
+/// The user, password and vhost a compose file sets for the rabbitmq image (here through
+/// the settings they map to): the application connects to its own vhost as its own user;
+/// the vhost "/" no longer exists and guest is gone.
+#[tokio::test]
+async fn default_user_password_and_vhost_from_settings() {
+    let broker = start_with(|c| {
+        c.default_user = "app".into();
+        c.default_pass = "secret".into();
+        c.default_vhost = "orders".into();
+    })
+    .await;
+    let conn = lapin::Connection::connect(&format!("amqp://app:secret@{}/orders", broker.addr), lapin::ConnectionProperties::default()).await.expect("app on orders");
+    let ch = conn.create_channel().await.expect("channel");
+    declare(&ch, "work").await;
+    let err = lapin::Connection::connect(&format!("amqp://app:secret@{}/%2f", broker.addr), lapin::ConnectionProperties::default()).await.expect_err("no vhost /");
+    assert_eq!(reply_code(&err), Some(530), "{err:?}");
+    let err = lapin::Connection::connect(&format!("amqp://guest:guest@{}/orders", broker.addr), lapin::ConnectionProperties::default()).await.expect_err("no guest");
+    assert!(matches!(reply_code(&err), Some(403) | None), "{err:?}");
+}

@@ -80,7 +80,8 @@ impl Broker {
         metrics.memory_limit.set(i64::try_from(watermark).unwrap_or(i64::MAX));
         let memory = Arc::new(MemoryMonitor::new(watermark, metrics.memory_alarm.clone()));
         let mut vhosts = HashMap::new();
-        vhosts.insert("/".to_owned(), VHost::open("/", store.clone(), recovered, queue_memory_limit, config.consumer_timeout, Arc::clone(&memory)));
+        let name = config.default_vhost.clone();
+        vhosts.insert(name.clone(), VHost::open(&name, store.clone(), recovered, queue_memory_limit, config.consumer_timeout, Arc::clone(&memory)));
         Ok(Broker { config, metrics, memory, vhosts, next_connection_id: AtomicU64::new(1), flusher: Flusher::start(store.clone()), store })
     }
 
