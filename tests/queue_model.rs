@@ -230,6 +230,11 @@ fn run(c: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 queue.requeue([entry]);
                 model.ready.push(m);
                 model.ready.sort_by_key(|m| m.id);
+                // drop-head applies to requeued messages too (RabbitMQ).
+                while !c.reject_publish && (c.max_length.is_some_and(|max| model.ready.len() as u64 > max) || c.max_length_bytes.is_some_and(|max| model.bytes() > max)) {
+                    let i = model.front().expect("non-empty");
+                    model.ready.remove(i);
+                }
             }
             Op::Ack(_) | Op::Requeue(_) => {}
             Op::Purge => {

@@ -113,9 +113,11 @@ impl Broker {
             let mut tick = tokio::time::interval(MARK_INTERVAL);
             loop {
                 tick.tick().await;
-                match broker.upgrade() {
-                    Some(b) => b.write_marks(),
-                    None => return,
+                let Some(b) = broker.upgrade() else { return };
+                // sled work belongs on a blocking thread, not an async worker: with two
+                // cores, one blocked worker is half the broker.
+                if tokio::task::spawn_blocking(move || b.write_marks()).await.is_err() {
+                    return;
                 }
             }
         });

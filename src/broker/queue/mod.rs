@@ -304,16 +304,15 @@ impl Queue {
                 letters.push(DeadLetter { msg, reason, queue: self.name.clone(), target: target.clone() });
             }
         }
+        // A paged-out message is in the store by definition. Its removal joins the batch
+        // the mark writer applies off the async workers: a purge or a mass expiry of a long
+        // backlog costs the queue's lock no disk work.
+        let stored = r.msg.as_ref().map_or(self.store.is_some(), |m| self.store_for(m).is_some());
         let mut marks = self.marks();
         marks.pending.remove(&r.offset);
-        marks.written.remove(&r.offset);
-        drop(marks);
-        // A paged-out message is in the store by definition.
-        let stored = r.msg.as_ref().map_or(self.store.as_ref(), |m| self.store_for(m));
-        if let Some(store) = stored {
-            if let Err(e) = store.remove_message(r.offset) {
-                error!(queue = %self.name, error = %e, "cannot drop a message from the store");
-            }
+        let marked = marks.written.remove(&r.offset);
+        if stored {
+            marks.removals.push((r.offset, marked));
         }
     }
 
@@ -521,20 +520,22 @@ impl Queue {
         }
     }
 
-    /// Removes the messages settled since the last call from the store, then writes the
-    /// delivery marks of messages delivered since the last call and still unacknowledged,
-    /// and the time of last use when `x-expires` counts it.
-    /// The broker calls this every 100 ms and at shutdown.
+    /// Removes the messages settled or discarded since the last call from the store, then
+    /// writes the delivery marks of messages delivered since the last call and still
+    /// unacknowledged, and the time of last use when `x-expires` counts it.
+    /// The broker calls this every 100 ms (on a blocking thread) and at shutdown.
     pub fn write_marks(&self) {
         let Some(store) = &self.store else { return };
-        let mut marks = self.marks();
-        let Marks { pending, written, removals, last_used_written } = &mut *marks;
+        // Settled messages are nobody's any more: their removal runs without the lock, so
+        // a long batch (a purged backlog) never holds up acks and deliveries.
+        let removals = std::mem::take(&mut self.marks().removals);
         if !removals.is_empty() {
-            if let Err(e) = store.remove_messages(removals) {
-                error!(queue = %self.name, error = %e, "cannot remove acknowledged messages from the store");
+            if let Err(e) = store.remove_messages(&removals) {
+                error!(queue = %self.name, error = %e, "cannot remove settled messages from the store");
             }
-            removals.clear();
         }
+        let mut marks = self.marks();
+        let Marks { pending, written, last_used_written, .. } = &mut *marks;
         for offset in pending.drain() {
             match store.mark_delivered(offset) {
                 Ok(true) => {
