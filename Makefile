@@ -3,11 +3,13 @@
 #   make test    every test: unit, property, integration (Rust), interop (pika, amqplib)
 #   make bench   load scenarios against Warren, and RabbitMQ when OTHER_URI is given
 #   make bench-micro  Criterion hot-path benches and dhat allocations per message
+#   make soak    30 minutes of mixed load with client kills and broker kill -9 restarts
+#                (SOAK_SECONDS=N to change; not part of make test)
 
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test test-rust test-interop bench bench-micro lint
+.PHONY: run test test-rust test-interop bench bench-micro lint soak
 
 run:
 	$(CARGO) run --release
@@ -29,3 +31,6 @@ bench-micro:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+soak:
+	$(CARGO) test --release --test soak -- --ignored --nocapture

@@ -316,6 +316,41 @@ impl Queue {
         }
     }
 
+    /// Drops many ready entries at once (expiry): with a dead-letter exchange each becomes a
+    /// dead letter; without one, their accounting is settled in one step and their store
+    /// removals join the mark writer's batch, so a mass expiry costs little under the lock.
+    fn discard_all(&self, st: &mut QueueState, entries: Vec<Ready>, reason: Option<Reason>, letters: &mut Letters) {
+        if entries.is_empty() {
+            return;
+        }
+        if reason.is_some() && self.args.dead_letter.is_some() {
+            for r in entries {
+                self.discard(st, r, reason, letters);
+            }
+            return;
+        }
+        let in_memory: usize = entries.iter().filter_map(|r| r.msg.as_deref()).map(footprint).sum();
+        st.ready_bytes -= in_memory;
+        self.memory.sub(in_memory);
+        self.unstore(&entries);
+    }
+
+    /// Queues the store removal of discarded entries (those the store holds).
+    fn unstore(&self, entries: &[Ready]) {
+        if self.store.is_none() {
+            return;
+        }
+        let mut marks = self.marks();
+        let Marks { pending, written, removals, .. } = &mut *marks;
+        for r in entries {
+            let stored = r.msg.as_ref().is_none_or(|m| self.store_for(m).is_some());
+            if stored {
+                pending.remove(&r.offset);
+                removals.push((r.offset, written.remove(&r.offset)));
+            }
+        }
+    }
+
     /// Expires, at `now`, every ready message whose deadline has passed: those at the
     /// heads (a queue TTL keeps them in order) and those with an earlier per-message TTL
     /// further back.
@@ -333,9 +368,7 @@ impl Queue {
                 expired.push(r);
             }
         }
-        for r in expired {
-            self.discard(st, r, Some(Reason::Expired), letters);
-        }
+        self.discard_all(st, expired, Some(Reason::Expired), letters);
         // Entries of delivered messages pile up behind a long TTL: rebuild from what is
         // still ready once they dominate.
         if st.deadlines.len() > 1024 && st.deadlines.len() > 2 * st.ready.len() {
@@ -861,11 +894,12 @@ impl Queue {
         let mut st = self.lock();
         let all = st.ready.take_all();
         st.deadlines.clear();
+        self.forget_all(&mut st);
+        drop(st);
+        // Out of the queue's lock: marking a long backlog for removal (the store work
+        // itself is the mark writer's) and freeing it.
         let n = all.len();
-        let mut letters = Letters::new();
-        for r in all {
-            self.discard(&mut st, r, None, &mut letters);
-        }
+        self.unstore(&all);
         n as u32
     }
 
