@@ -1,10 +1,12 @@
 //! Configuration: defaults, an optional TOML file, and command-line flags, in rising
-//! precedence. The flags are the `warren --help` users see.
+//! precedence. The flags are the `warren --help` users see. Checks that span settings
+//! (a TLS key without a certificate, no listener at all) are made here; the TLS files
+//! themselves are read by [`crate::tls`] when the server binds.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 /// RabbitMQ's upper bound on `max_message_size`: 512 MiB.
@@ -58,6 +60,79 @@ pub struct Config {
     /// Seconds a write to a client may make no progress before the connection is closed
     /// (RabbitMQ's send_timeout).
     pub send_timeout: u64,
+    /// Do not listen for plain AMQP (`port`): TLS only.
+    pub no_plain: bool,
+    /// AMQPS port, used when `tls_cert` and `tls_key` are set.
+    pub tls_port: u16,
+    /// PEM file with the server certificate, then its chain. TLS is on when this and
+    /// `tls_key` are set.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the server certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// PEM bundle of the CAs that client certificates are verified against; without it
+    /// clients are not asked for a certificate.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Refuse, at the TLS handshake, clients without a certificate `tls_client_ca` verifies.
+    pub tls_require_client_cert: bool,
+    /// Which part of a client certificate's subject is the user name for EXTERNAL.
+    pub tls_cert_login_from: CertLoginFrom,
+}
+
+/// The user name a client certificate gives for the EXTERNAL mechanism (RabbitMQ's
+/// `ssl_cert_login_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum CertLoginFrom {
+    /// The subject's CN (several CNs are joined with commas, as RabbitMQ does).
+    #[default]
+    #[value(name = "common_name", alias = "common-name")]
+    CommonName,
+    /// The whole subject as an RFC 4514 string, most specific part first
+    /// (`CN=guest,O=client,C=SE`), as RabbitMQ formats it.
+    #[value(name = "distinguished_name", alias = "distinguished-name")]
+    DistinguishedName,
+}
+
+impl Config {
+    /// True when a certificate and key are configured, so the TLS port is served.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// Checks values and the settings that depend on each other; [`Cli::load`] and
+    /// [`crate::Server::bind`] call it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.frame_max < warren_protocol::frame::FRAME_MIN_SIZE {
+            return Err(ConfigError::Invalid(format!("frame_max {} is below the minimum 4096", self.frame_max)));
+        }
+        if self.channel_max == 0 {
+            return Err(ConfigError::Invalid("channel_max must be at least 1".to_owned()));
+        }
+        if self.max_message_size > MAX_MESSAGE_SIZE_LIMIT {
+            return Err(ConfigError::Invalid(format!(
+                "max_message_size {} is above RabbitMQ's maximum of {MAX_MESSAGE_SIZE_LIMIT} (512 MiB)",
+                self.max_message_size
+            )));
+        }
+        if self.send_timeout == 0 {
+            return Err(ConfigError::Invalid("send_timeout must be at least 1 second".to_owned()));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(ConfigError::Invalid("tls_cert is set but tls_key is not".to_owned())),
+            (None, Some(_)) => return Err(ConfigError::Invalid("tls_key is set but tls_cert is not".to_owned())),
+            _ => {}
+        }
+        if !self.tls_enabled() && (self.tls_client_ca.is_some() || self.tls_require_client_cert) {
+            return Err(ConfigError::Invalid("tls_client_ca and tls_require_client_cert need tls_cert and tls_key".to_owned()));
+        }
+        if self.tls_require_client_cert && self.tls_client_ca.is_none() {
+            return Err(ConfigError::Invalid("tls_require_client_cert needs tls_client_ca to verify client certificates with".to_owned()));
+        }
+        if self.no_plain && !self.tls_enabled() {
+            return Err(ConfigError::Invalid("no_plain leaves no listener: set tls_cert and tls_key too".to_owned()));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -83,6 +158,13 @@ impl Default for Config {
             memory_high_watermark_mb: 0,
             consumer_timeout: 1_800_000,
             send_timeout: 15,
+            no_plain: false,
+            tls_port: 5671,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_require_client_cert: false,
+            tls_cert_login_from: CertLoginFrom::CommonName,
         }
     }
 }
@@ -104,7 +186,7 @@ pub struct Cli {
     /// Address to listen on [default: 0.0.0.0].
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
-    /// AMQP port [default: 5672].
+    /// AMQP port, 0 for any free one; --no-plain turns plain AMQP off [default: 5672].
     #[arg(long, short = 'p')]
     pub port: Option<u16>,
     /// Prometheus metrics port, 0 to disable [default: 15692].
@@ -168,6 +250,33 @@ pub struct Cli {
     /// send_timeout; at least 1 [default: 15].
     #[arg(long, value_name = "SECS")]
     pub send_timeout: Option<u64>,
+    /// Do not listen for plain AMQP on --port: serve only TLS (needs --tls-cert and
+    /// --tls-key).
+    #[arg(long)]
+    pub no_plain: bool,
+    /// AMQPS (AMQP over TLS) port, served when --tls-cert and --tls-key are given
+    /// [default: 5671].
+    #[arg(long)]
+    pub tls_port: Option<u16>,
+    /// PEM file with the server certificate (then any intermediates); with --tls-key turns
+    /// TLS on. Reloaded, with the key and client CAs, on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM bundle of CAs to verify client certificates with; clients that present one must
+    /// pass, and may then log in with the EXTERNAL mechanism.
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Refuse clients without a valid certificate at the TLS handshake (needs
+    /// --tls-client-ca).
+    #[arg(long)]
+    pub tls_require_client_cert: bool,
+    /// The user name EXTERNAL takes from a client certificate: the subject's CN, or the
+    /// whole subject DN as RabbitMQ formats it ("CN=app,O=example") [default: common_name].
+    #[arg(long, value_enum, value_name = "FROM")]
+    pub tls_cert_login_from: Option<CertLoginFrom>,
 }
 
 /// Why the configuration could not be loaded.
@@ -217,23 +326,15 @@ impl Cli {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, default_vhost, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, consumer_timeout, send_timeout);
+        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, default_vhost, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, consumer_timeout, send_timeout, tls_port, tls_cert_login_from);
+        macro_rules! set_some {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = Some(v); } )* };
+        }
+        set_some!(tls_cert, tls_key, tls_client_ca);
         config.allow_remote_guest |= self.allow_remote_guest;
-        if config.frame_max < warren_protocol::frame::FRAME_MIN_SIZE {
-            return Err(ConfigError::Invalid(format!("frame_max {} is below the minimum 4096", config.frame_max)));
-        }
-        if config.max_message_size > MAX_MESSAGE_SIZE_LIMIT {
-            return Err(ConfigError::Invalid(format!(
-                "max_message_size {} is above RabbitMQ's maximum of {MAX_MESSAGE_SIZE_LIMIT} (512 MiB)",
-                config.max_message_size
-            )));
-        }
-        if config.send_timeout == 0 {
-            return Err(ConfigError::Invalid("send_timeout must be at least 1 second".to_owned()));
-        }
-        if config.channel_max == 0 {
-            return Err(ConfigError::Invalid("channel_max must be at least 1".to_owned()));
-        }
+        config.no_plain |= self.no_plain;
+        config.tls_require_client_cert |= self.tls_require_client_cert;
+        config.validate()?;
         Ok(config)
     }
 }
@@ -279,5 +380,32 @@ mod tests {
         std::fs::write(&file, "prot = 1\n").expect("write");
         let err = Cli::parse_from(["warren", "--config", file.to_str().expect("utf8")]).load().expect_err("unknown key");
         assert!(err.to_string().contains("invalid config file"));
+    }
+
+    #[test]
+    fn tls_settings_from_file_and_flags() {
+        let dir = std::env::temp_dir().join(format!("warren-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let file = dir.join("tls.toml");
+        std::fs::write(&file, "tls_cert = \"/etc/warren/cert.pem\"\ntls_key = \"/etc/warren/key.pem\"\ntls_cert_login_from = \"distinguished_name\"\n").expect("write");
+        let c = Cli::parse_from(["warren", "--config", file.to_str().expect("utf8"), "--no-plain", "--tls-port", "6671"]).load().expect("valid");
+        assert!(c.tls_enabled() && c.no_plain);
+        assert_eq!((c.tls_port, c.tls_cert_login_from), (6671, CertLoginFrom::DistinguishedName));
+        let c = Cli::parse_from(["warren", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-cert-login-from", "common_name"]).load().expect("valid");
+        assert_eq!((c.tls_port, c.tls_cert_login_from, c.no_plain), (5671, CertLoginFrom::CommonName, false));
+    }
+
+    #[test]
+    fn inconsistent_tls_settings_are_reported() {
+        for args in [
+            &["warren", "--tls-cert", "c.pem"][..],
+            &["warren", "--tls-key", "k.pem"],
+            &["warren", "--tls-client-ca", "ca.pem"],
+            &["warren", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-require-client-cert"],
+            &["warren", "--no-plain"],
+        ] {
+            let err = Cli::parse_from(args).load().expect_err("inconsistent");
+            assert!(matches!(err, ConfigError::Invalid(_)), "{args:?}: {err}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Warren, an AMQP 0-9-1 broker that RabbitMQ clients use unchanged.
 //!
 //! Layers, from the socket inwards:
-//! - [`server`]: the listener, connection limit, graceful shutdown;
+//! - [`server`]: the listeners (plain and TLS), connection limit, graceful shutdown;
+//! - [`tls`]: the TLS configuration, its reload, client certificates as EXTERNAL logins;
 //! - [`connection`]: per connection, the handshake, the frame loop and channel state
 //!   machines, mapping methods to the broker and errors to close methods;
 //! - [`outbound`]: the per-connection frame buffer drained by the writer task;
@@ -17,6 +18,7 @@ pub mod connection;
 pub mod metrics;
 pub mod outbound;
 pub mod server;
+pub mod tls;
 
 pub use config::{Cli, Config};
-pub use server::Server;
+pub use server::{Server, StartError};

@@ -1,11 +1,13 @@
 //! The `warren` binary: parses flags and the config file, sets up logging, runs the broker
-//! until SIGINT or SIGTERM.
+//! until SIGINT or SIGTERM, and reloads the TLS certificates on SIGHUP.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
+use warren::tls::Tls;
 use warren::{Cli, Server};
 
 fn main() -> ExitCode {
@@ -29,17 +31,21 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let addr = (config.bind, config.port);
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
-                error!(error = %e, bind = %addr.0, port = addr.1, "cannot start");
+                error!(error = %e, "cannot start");
                 return ExitCode::FAILURE;
             }
         };
-        if let Ok(local) = server.local_addr() {
-            info!(address = %local, metrics = ?server.metrics_addr(), version = env!("CARGO_PKG_VERSION"), "Warren is ready");
-        }
+        info!(
+            address = ?server.local_addr().ok(),
+            tls_address = ?server.tls_addr(),
+            metrics = ?server.metrics_addr(),
+            version = env!("CARGO_PKG_VERSION"),
+            "Warren is ready"
+        );
+        tokio::spawn(reload_on_sighup(server.tls()));
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
@@ -67,4 +73,35 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     info!("shutdown signal received");
+}
+
+/// Rereads the TLS certificate, key and client CAs on each SIGHUP. Installed even without
+/// TLS, so that a SIGHUP (a habit with daemons) does not terminate the broker.
+async fn reload_on_sighup(tls: Option<Arc<Tls>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "cannot handle SIGHUP; TLS certificates will not be reloaded");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            let Some(tls) = &tls else {
+                info!("SIGHUP: TLS is not configured, nothing to reload");
+                continue;
+            };
+            let tls = Arc::clone(tls);
+            // Reading files is blocking work: keep it off the async workers.
+            match tokio::task::spawn_blocking(move || tls.reload()).await {
+                Ok(Ok(())) => info!("SIGHUP: TLS certificate, key and client CAs reloaded; new connections use them"),
+                Ok(Err(e)) => error!(error = %e, "SIGHUP: TLS reload failed; keeping the certificates in use"),
+                Err(e) => error!(error = %e, "SIGHUP: TLS reload did not finish"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }

@@ -1,48 +1,108 @@
-//! The listener: accepts connections up to the configured limit, runs one task per
-//! connection, serves metrics, and shuts down gracefully: on the shutdown signal every
-//! connection is closed with 320 CONNECTION_FORCED and the server waits for them to finish.
+//! The listeners: plain AMQP and AMQP over TLS side by side (either can be off, not both),
+//! accepting connections up to one shared limit, one task per connection; serves metrics;
+//! shuts down gracefully: on the shutdown signal every connection is closed with 320
+//! CONNECTION_FORCED and the server waits for them to finish.
+//!
+//! A TLS connection's slot is taken at accept like any other; a TLS handshake that fails
+//! or outlasts the handshake timeout is one log line and gives the slot back.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::broker::Broker;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::connection;
 use crate::metrics::Metrics;
+use crate::tls::{CertLogin, Tls, TlsError};
 
 /// How long shutdown waits for connections to finish closing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The settings are inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The TLS certificate, key or client CAs could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// A port could not be bound.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Listen {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The bind error.
+        source: io::Error,
+    },
+    /// The store could not be opened.
+    #[error("{0}")]
+    Store(#[from] warren_storage::StoreError),
+}
+
 /// A bound, not yet running, broker.
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    /// Plain AMQP; `None` with `no_plain`.
+    listener: Option<TcpListener>,
+    /// AMQP over TLS, with the TLS state it serves; `None` unless a certificate is set.
+    tls: Option<(TcpListener, Arc<Tls>)>,
     metrics_listener: Option<TcpListener>,
     broker: Arc<Broker>,
 }
 
 impl Server {
-    /// Binds the AMQP port and, unless disabled, the metrics port.
-    pub async fn bind(config: Config) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(SocketAddr::new(config.bind, config.port)).await?;
+    /// Loads the TLS files (if any), binds the AMQP ports and, unless disabled, the metrics
+    /// port, and opens the store.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        // The files first: a bad certificate is reported before any port is taken.
+        let tls = Tls::load(&config)?;
+        let listen = |what: &'static str, port: u16| {
+            let addr = SocketAddr::new(config.bind, port);
+            async move { TcpListener::bind(addr).await.map_err(|source| StartError::Listen { what, addr, source }) }
+        };
+        let listener = if config.no_plain { None } else { Some(listen("AMQP", config.port).await?) };
+        let tls = match tls {
+            Some(tls) => Some((listen("AMQP over TLS", config.tls_port).await?, Arc::new(tls))),
+            None => None,
+        };
         let metrics_listener = match config.metrics_port {
             0 => None,
-            port => Some(TcpListener::bind(SocketAddr::new(config.bind, port)).await?),
+            port => Some(listen("metrics", port).await?),
         };
-        let broker = Arc::new(Broker::open(config, Metrics::new()).map_err(std::io::Error::other)?);
+        let broker = Arc::new(Broker::open(config, Metrics::new())?);
         broker.start_mark_writer();
-        Ok(Server { listener, metrics_listener, broker })
+        Ok(Server { listener, tls, metrics_listener, broker })
     }
 
-    /// The AMQP address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    /// The plain AMQP address actually bound (useful with port 0); an error when the plain
+    /// listener is off.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.listener {
+            Some(l) => l.local_addr(),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "the plain AMQP listener is off (no_plain)")),
+        }
+    }
+
+    /// The TLS address actually bound, if serving TLS.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The TLS state, kept to reload the certificates while the server runs (SIGHUP).
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.as_ref().map(|(_, tls)| Arc::clone(tls))
     }
 
     /// The metrics address, if serving metrics.
@@ -52,10 +112,11 @@ impl Server {
 
     /// Accepts connections until `shutdown` resolves, then closes them all.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, metrics_listener, broker } = self;
+        let Server { listener, tls, metrics_listener, broker } = self;
         if let Some(l) = metrics_listener {
             tokio::spawn(broker.metrics.clone().serve(l));
         }
+        let (tls_listener, tls) = tls.unzip();
         let limit = Arc::new(Semaphore::new(broker.config.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
         // Each connection task holds a clone; recv() returns None once all have ended.
@@ -69,17 +130,28 @@ impl Server {
                 },
                 _ = &mut shutdown => break,
             };
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let (accepted, tls) = tokio::select! {
+                accepted = accept(listener.as_ref()) => (accepted, None),
+                accepted = accept(tls_listener.as_ref()) => (accepted, tls.clone()),
                 _ = &mut shutdown => break,
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    // One deadline for the TLS and the AMQP handshake together.
+                    let deadline = Instant::now() + Duration::from_secs(broker.config.handshake_timeout);
                     let broker = Arc::clone(&broker);
                     let stop = stop_rx.clone();
                     let done = done_tx.clone();
                     tokio::spawn(async move {
-                        connection::serve(broker, stream, peer, stop).await;
+                        match tls {
+                            None => connection::serve(broker, stream, peer, None, deadline, stop).await,
+                            Some(tls) => {
+                                if let Some((stream, login)) = tls_handshake(&tls, stream, peer, deadline, &broker, stop.clone()).await {
+                                    connection::serve(broker, stream, peer, login, deadline, stop).await;
+                                }
+                            }
+                        }
                         drop(permit);
                         drop(done);
                     });
@@ -101,5 +173,41 @@ impl Server {
             error!(error = %e, "final store flush failed");
         }
         info!("shutdown complete");
+    }
+}
+
+/// Accepts on `listener`; never resolves without one, so a listener that is off simply
+/// never wins the accept loop's `select!`.
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The TLS handshake of an accepted socket, bounded by `deadline` and given up at
+/// shutdown. A failure is one log line; the caller's task then ends, which frees the
+/// connection slot.
+async fn tls_handshake(
+    tls: &Tls,
+    stream: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+    broker: &Broker,
+    mut stop: watch::Receiver<bool>,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Option<CertLogin>)> {
+    tokio::select! {
+        done = tokio::time::timeout_at(deadline, tls.accept(stream)) => match done {
+            Ok(Ok(accepted)) => Some(accepted),
+            Ok(Err(e)) => {
+                warn!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                warn!(%peer, timeout_secs = broker.config.handshake_timeout, "TLS handshake timed out");
+                None
+            }
+        },
+        _ = stop.changed() => None,
     }
 }

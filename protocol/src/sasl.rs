@@ -1,11 +1,26 @@
 //! SASL responses of `connection.start-ok`: PLAIN (`\0user\0password`, RFC 4616) and
 //! RabbitMQ's AMQPLAIN (a field table without its length prefix holding LOGIN and PASSWORD).
+//! EXTERNAL (RFC 4422 appendix A) has no response to parse: the server takes the identity
+//! from the transport, a TLS client certificate.
 
 use crate::table::skip_table;
 use amq_protocol::types::{parsing::parse_field_table, AMQPValue};
 
-/// The mechanisms the broker offers in `connection.start`.
+/// The mechanisms the broker offers in `connection.start` on a connection without a
+/// verified client certificate.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
+
+/// The name of the EXTERNAL mechanism.
+pub const EXTERNAL: &str = "EXTERNAL";
+
+/// The mechanisms to offer: EXTERNAL too when the client presented a verified certificate.
+pub fn mechanisms(external: bool) -> &'static str {
+    if external {
+        "PLAIN AMQPLAIN EXTERNAL"
+    } else {
+        MECHANISMS
+    }
+}
 
 /// A username and password taken from a SASL response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +78,14 @@ mod tests {
         assert!(parse("PLAIN", b"guest").is_none());
         assert!(parse("PLAIN", b"\0a\0b\0c").is_none());
         assert!(parse("CRAM-MD5", b"\0a\0b").is_none());
+    }
+
+    #[test]
+    fn external_is_offered_only_when_asked() {
+        assert_eq!(mechanisms(false), MECHANISMS);
+        assert_eq!(mechanisms(true).split(' ').collect::<Vec<_>>(), ["PLAIN", "AMQPLAIN", EXTERNAL]);
+        // EXTERNAL has no response to parse: the handshake takes the certificate instead.
+        assert!(parse(EXTERNAL, b"").is_none());
     }
 
     #[test]

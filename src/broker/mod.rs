@@ -135,9 +135,29 @@ impl Broker {
 
     /// Checks a username and password; the guest user only from loopback, as RabbitMQ.
     pub fn authenticate(&self, username: &str, password: &str, loopback: bool) -> Result<(), &'static str> {
-        if username != self.config.default_user || password != self.config.default_pass {
+        if !self.user_exists(username) || password != self.config.default_pass {
             return Err("invalid credentials");
         }
+        self.check_loopback(username, loopback)
+    }
+
+    /// Checks a login whose identity was established outside AMQP (SASL EXTERNAL with a
+    /// verified TLS client certificate): the user must exist, no password is checked, and
+    /// the loopback rule applies as for a password login.
+    pub fn authenticate_external(&self, username: &str, loopback: bool) -> Result<(), &'static str> {
+        if !self.user_exists(username) {
+            return Err("invalid credentials");
+        }
+        self.check_loopback(username, loopback)
+    }
+
+    /// Whether `username` is a known user (today only the configured default user).
+    pub fn user_exists(&self, username: &str) -> bool {
+        username == self.config.default_user
+    }
+
+    /// RabbitMQ's `loopback_users`: `guest` only from a loopback address unless allowed.
+    fn check_loopback(&self, username: &str, loopback: bool) -> Result<(), &'static str> {
         if username == "guest" && !loopback && !self.config.allow_remote_guest {
             return Err("user 'guest' can only connect via localhost");
         }

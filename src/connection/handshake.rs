@@ -4,6 +4,10 @@
 //! Any failure ends the connection: a wrong protocol header gets ours back, wrong
 //! credentials get 403 ACCESS_REFUSED, an unknown vhost 530 NOT_ALLOWED, and the caller
 //! bounds the whole sequence by the handshake timeout.
+//!
+//! Logins: PLAIN and AMQPLAIN check the password; EXTERNAL (offered only on TLS connections
+//! whose client presented a verified certificate) takes the user name from the certificate
+//! and checks only that the user exists. The `guest` loopback rule applies to all three.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use warren_protocol::{method, sasl, AMQPClass, AmqpError, ReplyCode};
 
 use crate::broker::vhost::VHost;
 use crate::broker::Broker;
+use crate::tls::CertLogin;
 
 /// What a finished handshake established.
 #[derive(Debug)]
@@ -47,22 +52,30 @@ pub enum HandshakeError {
     #[error("unsupported protocol header {0:?}")]
     ProtocolHeader([u8; 8]),
     /// A protocol error, reported to the client with connection.close.
-    #[error("{0}")]
-    Refused(AmqpError),
+    #[error("{error}")]
+    Refused {
+        /// What the client is told.
+        error: AmqpError,
+        /// For a refused login, the user it was for (for the log; never a password).
+        user: Option<String>,
+    },
 }
 
 impl From<AmqpError> for HandshakeError {
-    fn from(e: AmqpError) -> Self {
-        HandshakeError::Refused(e)
+    fn from(error: AmqpError) -> Self {
+        HandshakeError::Refused { error, user: None }
     }
 }
 
-/// Runs the handshake on `stream`; leftover octets stay in `rbuf`.
+/// Runs the handshake on `stream`; leftover octets stay in `rbuf`. `cert_login` is what a
+/// verified TLS client certificate says (`None` on plain TCP and for clients without one):
+/// with it EXTERNAL is offered.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     rbuf: &mut BytesMut,
     broker: &Broker,
     peer: SocketAddr,
+    cert_login: Option<&CertLogin>,
 ) -> Result<Session, HandshakeError> {
     let mut header = [0u8; 8];
     stream.read_exact(&mut header).await?;
@@ -76,7 +89,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         version_major: 0,
         version_minor: 9,
         server_properties: server_properties(),
-        mechanisms: LongString::from(sasl::MECHANISMS),
+        mechanisms: LongString::from(sasl::mechanisms(cert_login.is_some())),
         locales: LongString::from("en_US"),
     })));
     stream.write_all(&wbuf).await?;
@@ -87,17 +100,32 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         other => return Err(unexpected(&other, "connection.start-ok").into()),
     };
     let mechanism = start_ok.mechanism.as_str();
-    let refused = |why: &str| {
-        AmqpError::connection(
+    let loopback = peer.ip().is_loopback();
+    let refused = |user: Option<&str>, why: &str| HandshakeError::Refused {
+        error: AmqpError::connection(
             ReplyCode::AccessRefused,
             format!("Login was refused using authentication mechanism {mechanism}: {why}"),
         )
-        .on_method(10, 11)
+        .on_method(10, 11),
+        user: user.map(str::to_owned),
     };
-    let credentials = sasl::parse(mechanism, start_ok.response.as_bytes()).ok_or_else(|| refused("unsupported mechanism or malformed response"))?;
-    broker
-        .authenticate(&credentials.username, &credentials.password, peer.ip().is_loopback())
-        .map_err(refused)?;
+    let username = match (mechanism, cert_login) {
+        // SASL EXTERNAL: the response carries nothing we use (RabbitMQ ignores it too);
+        // the certificate, verified during the TLS handshake, is the credential.
+        (sasl::EXTERNAL, Some(Ok(name))) => {
+            broker.authenticate_external(name, loopback).map_err(|why| refused(Some(name), why))?;
+            name.clone()
+        }
+        (sasl::EXTERNAL, Some(Err(why))) => return Err(refused(None, &why.to_string())),
+        _ => {
+            let credentials =
+                sasl::parse(mechanism, start_ok.response.as_bytes()).ok_or_else(|| refused(None, "unsupported mechanism or malformed response"))?;
+            broker
+                .authenticate(&credentials.username, &credentials.password, loopback)
+                .map_err(|why| refused(Some(&credentials.username), why))?;
+            credentials.username
+        }
+    };
     let capabilities = match start_ok.client_properties.inner().get("capabilities") {
         Some(AMQPValue::FieldTable(t)) => t.clone(),
         _ => FieldTable::default(),
@@ -134,8 +162,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     })?;
     frame::encode_method(&mut wbuf, 0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
     stream.write_all(&wbuf).await?;
-    debug!(%peer, user = %credentials.username, vhost = vhost_name, "handshake complete");
-    Ok(Session { user: credentials.username, vhost, tuning, cancel_notify, blocked_notify, client })
+    debug!(%peer, user = %username, mechanism, vhost = vhost_name, "handshake complete");
+    Ok(Session { user: username, vhost, tuning, cancel_notify, blocked_notify, client })
 }
 
 /// Reads frames until a method arrives (heartbeats are skipped) and decodes it.

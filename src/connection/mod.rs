@@ -2,7 +2,8 @@
 //! teardown that returns unacknowledged messages and drops exclusive queues.
 //!
 //! The task that runs [`serve`] is the connection's only reader; a second task runs the
-//! writer ([`Outbound::run_writer`]). Errors become close methods in one place
+//! writer ([`Outbound::run_writer`]). Both are generic over the [`Transport`] (plain TCP or
+//! TLS), so the plain path keeps tokio's lock-free owned halves. Errors become close methods in one place
 //! ([`Connection::fail`]): a channel error closes that channel (later frames on it are
 //! dropped until `channel.close-ok`), a connection error sends `connection.close` and waits
 //! for `close-ok` while ignoring everything else.
@@ -18,9 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant as Deadline;
 use tracing::{info, warn, Instrument};
 use warren_protocol::frame::{self, Frame};
 use warren_protocol::spec::{channel as chan, connection};
@@ -29,6 +32,7 @@ use warren_protocol::{method, AMQPClass, AmqpError, ReplyCode, Scope};
 use crate::broker::vhost::VHost;
 use crate::broker::Broker;
 use crate::outbound::Outbound;
+use crate::tls::CertLogin;
 use channel::{Channel, ChannelPhase};
 use handshake::{HandshakeError, Session};
 
@@ -55,15 +59,53 @@ pub(crate) struct Context {
     pub cancel_notify: bool,
 }
 
-/// Serves one accepted socket until it closes or `shutdown` fires.
-pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
+/// A byte stream a connection runs on, split into the halves its reader and writer own.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The half the frame loop reads.
+    type Reader: AsyncRead + Unpin + Send + 'static;
+    /// The half the writer task owns.
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+    /// Splits the stream.
+    fn split(self) -> (Self::Reader, Self::Writer);
+}
+
+impl Transport for TcpStream {
+    type Reader = OwnedReadHalf;
+    type Writer = OwnedWriteHalf;
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        // Owned halves: reads and writes go to the socket without a shared lock.
+        self.into_split()
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    type Reader = tokio::io::ReadHalf<Self>;
+    type Writer = tokio::io::WriteHalf<Self>;
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        // One rustls session holds both directions' state, so the halves share it.
+        tokio::io::split(self)
+    }
+}
+
+/// Serves one accepted connection until it closes or `shutdown` fires. The AMQP handshake
+/// must be done by `deadline` (which a TLS handshake before it has used part of);
+/// `cert_login` is what a verified TLS client certificate says, for EXTERNAL.
+pub async fn serve<S: Transport>(
+    broker: Arc<Broker>,
+    mut stream: S,
+    peer: SocketAddr,
+    cert_login: Option<CertLogin>,
+    deadline: Deadline,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
-    let timeout = Duration::from_secs(broker.config.handshake_timeout);
-    let session = match tokio::time::timeout(timeout, handshake::handshake(&mut stream, &mut rbuf, &broker, peer)).await {
+    let session = match tokio::time::timeout_at(deadline, handshake::handshake(&mut stream, &mut rbuf, &broker, peer, cert_login.as_ref())).await {
         Ok(Ok(session)) => session,
-        Ok(Err(HandshakeError::Refused(e))) => {
-            warn!(%peer, code = e.code.code(), error = %e, "connection refused during handshake");
+        Ok(Err(HandshakeError::Refused { error: e, user })) => {
+            match user {
+                Some(user) => warn!(%peer, %user, code = e.code.code(), error = %e, "login refused"),
+                None => warn!(%peer, code = e.code.code(), error = %e, "connection refused during handshake"),
+            }
             let mut wbuf = BytesMut::new();
             frame::encode_method(&mut wbuf, 0, &close_method(&e));
             let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &wbuf).await;
@@ -77,7 +119,7 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr,
             return;
         }
         Err(_) => {
-            warn!(%peer, timeout_secs = timeout.as_secs(), "handshake timed out; closing");
+            warn!(%peer, timeout_secs = broker.config.handshake_timeout, "handshake timed out; closing");
             return;
         }
     };
@@ -86,13 +128,13 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr,
     run(broker, stream, rbuf, session, id, peer, shutdown).instrument(span).await;
 }
 
-async fn run(broker: Arc<Broker>, stream: TcpStream, rbuf: BytesMut, session: Session, id: u64, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+async fn run<S: Transport>(broker: Arc<Broker>, stream: S, rbuf: BytesMut, session: Session, id: u64, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
     let Session { user, vhost, tuning, cancel_notify, blocked_notify, client } = session;
     info!(client = %client, channel_max = tuning.channel_max, frame_max = tuning.frame_max, heartbeat = tuning.heartbeat, "connection opened");
     broker.metrics.connections_opened.inc();
     broker.metrics.connections.inc();
     let outbound = Arc::new(Outbound::counted(tuning.frame_max, Arc::clone(&broker.memory)));
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = stream.split();
     let heartbeat = Duration::from_secs(u64::from(tuning.heartbeat));
     let writer_task = {
         let outbound = Arc::clone(&outbound);
@@ -141,7 +183,7 @@ struct Connection {
 struct Exit(String);
 
 impl Connection {
-    async fn frame_loop(&mut self, reader: &mut tokio::net::tcp::OwnedReadHalf, mut rbuf: BytesMut, heartbeat: Duration, mut shutdown: watch::Receiver<bool>) -> String {
+    async fn frame_loop<R: AsyncRead + Unpin>(&mut self, reader: &mut R, mut rbuf: BytesMut, heartbeat: Duration, mut shutdown: watch::Receiver<bool>) -> String {
         let mut last_read = Instant::now();
         // A silent peer is dropped after two missed heartbeat intervals.
         let check_every = if heartbeat.is_zero() { Duration::from_secs(3600) } else { heartbeat };

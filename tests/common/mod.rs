@@ -14,8 +14,12 @@ use warren::{Config, Server};
 
 /// A broker running in this test process.
 pub struct TestBroker {
-    /// Its AMQP address.
+    /// Its AMQP address (the TLS one when the plain listener is off).
     pub addr: SocketAddr,
+    /// Its AMQP-over-TLS address, when TLS is configured.
+    pub tls_addr: Option<SocketAddr>,
+    /// Its TLS state (to reload certificates), when TLS is configured.
+    pub tls: Option<std::sync::Arc<warren::tls::Tls>>,
     /// Its data directory.
     pub data_dir: std::path::PathBuf,
     /// Dropping this stops the broker.
@@ -57,13 +61,14 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
     adjust(&mut config);
     let config_dir = config.data_dir.clone();
     let server = Server::bind(config).await.expect("bind");
-    let addr = server.local_addr().expect("addr");
+    let (tls_addr, tls) = (server.tls_addr(), server.tls());
+    let addr = server.local_addr().ok().or(tls_addr).expect("addr");
     let data_dir = config_dir;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = rx.await;
     }));
-    TestBroker { addr, data_dir, stop: tx, task }
+    TestBroker { addr, tls_addr, tls, data_dir, stop: tx, task }
 }
 
 /// A new, empty data directory under the system's temp dir.
@@ -185,7 +190,7 @@ pub mod raw {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpStream;
 
     /// The protocol header of AMQP 0-9-1.
@@ -459,11 +464,11 @@ pub mod raw {
         Timeout,
     }
 
-    /// A client connection on a raw socket.
+    /// A client connection on a raw socket (or any other stream, such as a TLS one).
     #[derive(Debug)]
-    pub struct RawConn {
+    pub struct RawConn<S = TcpStream> {
         /// The socket.
-        pub stream: TcpStream,
+        pub stream: S,
         buf: Vec<u8>,
     }
 
@@ -472,7 +477,7 @@ pub mod raw {
         pub async fn connect(addr: SocketAddr) -> RawConn {
             let stream = TcpStream::connect(addr).await.expect("tcp connect");
             stream.set_nodelay(true).expect("nodelay");
-            RawConn { stream, buf: Vec::new() }
+            RawConn::over(stream)
         }
 
         /// Connects and completes the handshake as guest on "/" with the server's limits and
@@ -483,6 +488,13 @@ pub mod raw {
             c.send(&tune_ok_frame(tune.channel_max, tune.frame_max, 0)).await;
             c.open_vhost("/").await;
             c
+        }
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> RawConn<S> {
+        /// A client on an established stream; nothing is sent.
+        pub fn over(stream: S) -> RawConn<S> {
+            RawConn { stream, buf: Vec::new() }
         }
 
         /// Sends the header, reads connection.start, answers start-ok with `mechanism` and
