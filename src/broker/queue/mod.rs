@@ -178,6 +178,9 @@ struct QueueState {
     deleted: bool,
 }
 
+/// More entries than this are let go on a blocking thread (a purge of a long backlog).
+const LONG: usize = 10_000;
+
 /// Dead letters decided under the lock, routed after it (usually none: no allocation).
 type Letters = Vec<DeadLetter>;
 
@@ -332,7 +335,12 @@ impl Queue {
         let in_memory: usize = entries.iter().filter_map(|r| r.msg.as_deref()).map(footprint).sum();
         st.ready_bytes -= in_memory;
         self.memory.sub(in_memory);
-        self.unstore(&entries);
+        match (self.me.upgrade(), tokio::runtime::Handle::try_current()) {
+            (Some(me), Ok(rt)) if entries.len() > LONG => {
+                rt.spawn_blocking(move || me.unstore(&entries));
+            }
+            _ => self.unstore(&entries),
+        }
     }
 
     /// Queues the store removal of discarded entries (those the store holds).
@@ -892,15 +900,36 @@ impl Queue {
     /// (RabbitMQ does not either).
     pub fn purge(&self) -> u32 {
         let mut st = self.lock();
-        let all = st.ready.take_all();
-        st.deadlines.clear();
+        let all = st.ready.take();
+        st.deadlines = BinaryHeap::new();
         self.forget_all(&mut st);
         drop(st);
-        // Out of the queue's lock: marking a long backlog for removal (the store work
-        // itself is the mark writer's) and freeing it.
         let n = all.len();
-        self.unstore(&all);
+        // Marking a long backlog for removal (the store work itself is the mark writer's)
+        // and freeing it happen outside the lock, and for a long one on a blocking thread:
+        // an async worker busy for long is half the broker on two cores.
+        match (self.me.upgrade(), tokio::runtime::Handle::try_current()) {
+            (Some(me), Ok(rt)) if n > LONG => {
+                rt.spawn_blocking(move || me.unstore_list(all));
+            }
+            _ => self.unstore_list(all),
+        }
         n as u32
+    }
+
+    /// [`Self::unstore`] for a whole taken list.
+    fn unstore_list(&self, list: ReadyList) {
+        if self.store.is_none() {
+            return;
+        }
+        let mut marks = self.marks();
+        let Marks { pending, written, removals, .. } = &mut *marks;
+        list.into_each(|r| {
+            if r.msg.as_ref().is_none_or(|m| self.store_for(m).is_some()) {
+                pending.remove(&r.offset);
+                removals.push((r.offset, written.remove(&r.offset)));
+            }
+        });
     }
 
     /// Ready messages (expired ones are dead-lettered first).
@@ -969,13 +998,20 @@ impl Queue {
         let mut st = self.lock();
         st.deleted = true;
         let count = st.ready.len() as u32;
-        st.ready.take_all();
-        st.deadlines.clear();
+        let backlog = st.ready.take();
+        st.deadlines = BinaryHeap::new();
         self.forget_all(&mut st);
         // The store forgets the whole queue; nothing is left to mark.
         *self.marks() = Marks::default();
         let consumers = st.consumers.drain();
         drop(st);
+        // A long backlog is freed off the async workers.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if backlog.len() > LONG => {
+                rt.spawn_blocking(move || drop(backlog));
+            }
+            _ => drop(backlog),
+        }
         self.timer.notify_one();
         (count, consumers)
     }

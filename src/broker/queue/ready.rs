@@ -152,15 +152,18 @@ impl ReadyList {
         self.bands.iter().filter_map(|b| b.front()).map(|r| r.meta.expires).min().unwrap_or(NEVER)
     }
 
-    /// Takes every message, highest priority first.
-    pub fn take_all(&mut self) -> Vec<Ready> {
-        let mut out = Vec::with_capacity(self.len);
-        for band in self.bands.iter_mut().rev() {
-            out.extend(band.drain(..));
+    /// Takes the whole list at once, leaving an empty one with the same bands (O(1): a
+    /// purge of a long backlog costs the queue's lock nothing).
+    pub fn take(&mut self) -> ReadyList {
+        let empty = ReadyList::new(self.bands.len());
+        std::mem::replace(self, empty)
+    }
+
+    /// Consumes the list, visiting every message.
+    pub fn into_each(self, mut f: impl FnMut(Ready)) {
+        for band in self.bands {
+            band.into_iter().for_each(&mut f);
         }
-        self.len = 0;
-        self.bytes = 0;
-        out
     }
 
     /// Visits every message (to rebuild the deadline index).
@@ -216,7 +219,8 @@ mod tests {
         l.insert(entry(2, 0));
         assert!(l.remove(0, 1).is_some());
         assert!(l.remove(0, 1).is_none());
-        let order: Vec<u64> = l.take_all().into_iter().map(|r| r.offset).collect();
+        let mut order = Vec::new();
+        l.take().into_each(|r| order.push(r.offset));
         assert_eq!(order, vec![0, 2, 3]);
         assert_eq!(l.len(), 0);
     }
