@@ -11,7 +11,9 @@
 //! - [`content`]: the method → header → body assembly state machine;
 //! - [`sasl`]: PLAIN and AMQPLAIN responses;
 //! - [`tune`]: `connection.tune` negotiation;
-//! - [`error`]: [`AmqpError`], a reply code with its scope, the failing method and a text.
+//! - [`error`]: [`AmqpError`], a reply code with its scope, the failing method and a text;
+//! - `fuzz_harness` (hidden): the bodies of the `cargo fuzz` targets in `protocol/fuzz`,
+//!   shared with the corpus replay test `tests/fuzz_corpus.rs`.
 //!
 //! The broker (crate `warren`) owns sockets and state; this crate is unit-tested, fuzzable
 //! and benchmarkable on its own.
@@ -19,6 +21,8 @@
 pub mod content;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod method;
 pub mod properties;
 pub mod sasl;

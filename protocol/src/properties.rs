@@ -49,15 +49,13 @@ impl<'a> PropertiesView<'a> {
     pub fn parse(raw: &'a [u8]) -> Result<Self, TableError> {
         let flags_bytes = raw.get(..2).ok_or(TableError::Truncated)?;
         let flags = u16::from_be_bytes([flags_bytes[0], flags_bytes[1]]);
+        // Basic has 14 properties, so bits 1 and 0 flag none. Bit 0 is the spec's "another
+        // flags word follows", but RabbitMQ (`decode_properties` matches the two low bits as
+        // `_:2`), amq-protocol and the client libraries ignore both and read the values
+        // right after this word. The view must read the octets they read: skipping words
+        // here once let the broker check one user-id, priority or headers table (the one it
+        // depth-guarded) while `decode` and consumers read another, unguarded one.
         let mut pos = 2;
-        // Bit 0 announces another flags word; basic has 14 properties, so any further
-        // words carry no flags we know and are skipped.
-        let mut more = flags & 1 == 1;
-        while more {
-            let w = raw.get(pos..pos + 2).ok_or(TableError::Truncated)?;
-            more = w[1] & 1 == 1;
-            pos += 2;
-        }
         let mut view = PropertiesView::default();
         let short_str = |pos: &mut usize| -> Result<&'a [u8], TableError> {
             let len = *raw.get(*pos).ok_or(TableError::Truncated)? as usize;
@@ -236,5 +234,48 @@ mod tests {
         let v = PropertiesView::parse(&[0, 0]).expect("valid");
         assert_eq!(v, PropertiesView::default());
         assert!(PropertiesView::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn low_flag_bits_are_ignored_as_rabbitmq_does() {
+        // Found by the `properties` fuzz target (fuzz/regressions/properties/): delivery-mode
+        // and the continuation bit, then octets that are the delivery-mode to amq-protocol
+        // and RabbitMQ. The view used to skip a "continuation word" and read 97.
+        let raw = [0x10, 0x01, 0x01, b'b', b'a', b'c', 3, b'u'];
+        let view = PropertiesView::parse(&raw).expect("valid");
+        assert_eq!(view.delivery_mode, Some(1));
+        assert_eq!(decode(&raw).map(|p| *p.delivery_mode()), Some(Some(1)));
+        // Bit 1 flags nothing either.
+        assert_eq!(PropertiesView::parse(&[0x08, 0x03, 9]).expect("valid").priority, Some(9));
+    }
+
+    #[test]
+    fn decode_never_parses_headers_the_view_did_not_check() {
+        // With the continuation bit set the view used to depth-check a shallow table four
+        // octets further on, while amq-protocol parsed from right after the flags: a table
+        // whose 'T' and 'x' entries, read two octets apart, hid 9,000 nested tables in a
+        // byte array overflowed the stack in `decode` (dead-lettering, quorum returns).
+        // 65,632 octets: a content header that fits the default frame_max.
+        let mut nested: Vec<u8> = vec![0, 0, 0, 0];
+        for _ in 1..9000 {
+            let mut t = ((3 + nested.len()) as u32).to_be_bytes().to_vec();
+            t.extend_from_slice(&[1, b'a', b'F']);
+            t.extend_from_slice(&nested);
+            nested = t;
+        }
+        let view_table_len: u32 = 0x0001_0054; // its last octet is 'T' to amq-protocol
+        let array_len = view_table_len as usize - 6;
+        let mut hidden = vec![0, 0, 1, b'a', b'F'];
+        hidden.extend_from_slice(&nested);
+        hidden.resize(array_len, 0);
+        // headers + continuation, two "continuation words", then what the view took for the
+        // headers: one entry with an empty key holding the byte array.
+        let mut raw = vec![0x20, 0x01, 0x00, 0x01, 0x00, 0x01, 0x04, b'b'];
+        raw.extend_from_slice(&view_table_len.to_be_bytes());
+        raw.extend_from_slice(&[0, b'x']);
+        raw.extend_from_slice(&(array_len as u32).to_be_bytes());
+        raw.extend_from_slice(&hidden);
+        assert_eq!(PropertiesView::parse(&raw), Err(TableError::TooDeep));
+        assert!(decode(&raw).is_none());
     }
 }
