@@ -55,7 +55,13 @@ struct Inner {
     throttled: bool,
     /// The writer gave up; nothing more will be sent.
     broken: bool,
+    /// Octets of `buf` counted toward the memory alarm so far (counted in steps of
+    /// [`COUNT_STEP`], so most writes touch no shared counter).
+    counted: usize,
 }
+
+/// The granularity of the outbound buffer's memory accounting.
+const COUNT_STEP: usize = 64 * 1024;
 
 impl Outbound {
     /// A buffer for a connection whose frame_max is not negotiated yet.
@@ -92,12 +98,15 @@ impl Outbound {
         if inner.closed {
             return;
         }
-        let before = inner.buf.len();
         encode(&mut inner.buf);
-        let added = inner.buf.len() - before;
+        let uncounted = inner.buf.len().saturating_sub(inner.counted);
+        let count = self.memory.is_some() && uncounted >= COUNT_STEP;
+        if count {
+            inner.counted += uncounted;
+        }
         drop(inner);
-        if let Some(m) = &self.memory {
-            m.add(added);
+        if let (true, Some(m)) = (count, &self.memory) {
+            m.add(uncounted);
         }
         self.ready.notify_one();
     }
@@ -187,7 +196,8 @@ impl Outbound {
         let mut inner = self.lock();
         inner.closed = true;
         inner.broken = true;
-        let dropped = std::mem::take(&mut inner.buf).len();
+        inner.buf = BytesMut::new();
+        let dropped = std::mem::take(&mut inner.counted);
         drop(inner);
         if let Some(m) = &self.memory {
             m.sub(dropped + in_flight);
@@ -206,18 +216,19 @@ impl Outbound {
         }
     }
 
-    /// Waits for frames and swaps them into `out` (which must be empty). `false` once the
-    /// buffer is closed and fully taken.
-    async fn take(&self, out: &mut BytesMut) -> bool {
+    /// Waits for frames and swaps them into `out` (which must be empty), returning how many
+    /// of their octets were counted toward the memory alarm; `None` once the buffer is
+    /// closed and fully taken.
+    async fn take(&self, out: &mut BytesMut) -> Option<usize> {
         loop {
             {
                 let mut inner = self.lock();
                 if !inner.buf.is_empty() {
                     std::mem::swap(&mut inner.buf, out);
-                    return true;
+                    return Some(std::mem::take(&mut inner.counted));
                 }
                 if inner.closed {
-                    return false;
+                    return None;
                 }
             }
             self.ready.notified().await;
@@ -232,21 +243,18 @@ impl Outbound {
         loop {
             // `counted`: octets of the batch that were counted toward the memory alarm
             // (heartbeats are not).
-            let (more, counted) = if heartbeat.is_zero() {
-                let more = self.take(&mut batch).await;
-                (more, batch.len())
+            let taken = if heartbeat.is_zero() {
+                self.take(&mut batch).await
             } else {
                 match tokio::time::timeout(heartbeat, self.take(&mut batch)).await {
-                    Ok(more) => (more, batch.len()),
+                    Ok(taken) => taken,
                     Err(_) => {
                         frame::encode_heartbeat(&mut batch);
-                        (true, 0)
+                        Some(0)
                     }
                 }
             };
-            if !more {
-                break;
-            }
+            let Some(counted) = taken else { break };
             let written = match tokio::time::timeout(send_timeout, sink.write_all(&batch)).await {
                 Ok(r) => r,
                 Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no write progress for {}s (send timeout)", send_timeout.as_secs()))),

@@ -16,13 +16,19 @@ use bytes::{Bytes, BytesMut};
 /// buffer rather than sliced from it.
 pub const COPY_BELOW: usize = 128 * 1024;
 
-/// `b` on its own allocation when it is small (see the module header).
-fn detach(b: Bytes) -> Bytes {
-    if b.len() < COPY_BELOW {
-        Bytes::copy_from_slice(&b)
-    } else {
-        b
+/// Properties and body on allocations of their own (see the module header): a small body
+/// shares one new buffer with the properties (one allocation per message), a large body
+/// stays a zero-copy slice of its frame.
+fn detach(properties: Bytes, body: Bytes) -> (Bytes, Bytes) {
+    if body.len() >= COPY_BELOW {
+        return (Bytes::copy_from_slice(&properties), body);
     }
+    let mut buf = BytesMut::with_capacity(properties.len() + body.len());
+    buf.extend_from_slice(&properties);
+    buf.extend_from_slice(&body);
+    let mut all = buf.freeze();
+    let body = all.split_off(properties.len());
+    (all, body)
 }
 
 use crate::error::AmqpError;
@@ -101,7 +107,7 @@ impl<M> Assembler<M> {
         let mut size_bytes = [0u8; 8];
         size_bytes.copy_from_slice(&payload[4..12]);
         let body_size = u64::from_be_bytes(size_bytes);
-        let properties = detach(payload.slice(12..));
+        let properties = payload.slice(12..);
         PropertiesView::parse(&properties)
             .map_err(|e| AmqpError::syntax_error(format!("invalid content header properties: {e}")).on_method(60, 40))?;
         if body_size > max_message_size {
@@ -111,7 +117,8 @@ impl<M> Assembler<M> {
             .on_method(60, 40));
         }
         if body_size == 0 {
-            return Ok(Some(Content { method, properties, body: Bytes::new() }));
+            let (properties, body) = detach(properties, Bytes::new());
+            return Ok(Some(Content { method, properties, body }));
         }
         self.state = State::AwaitingBody { method, properties, body: Body::Empty, remaining: body_size };
         Ok(None)
@@ -153,9 +160,10 @@ impl<M> Assembler<M> {
         }
         let body = match body {
             Body::Empty => Bytes::new(),
-            Body::One(b) => detach(b),
+            Body::One(b) => b,
             Body::Many(b) => b.freeze(),
         };
+        let (properties, body) = detach(properties, body);
         Ok(Some(Content { method, properties, body }))
     }
 }
