@@ -128,7 +128,7 @@ async fn consumer(port: u16, ledger: Arc<Mutex<Ledger>>, stop: Arc<AtomicBool>, 
             };
             n += 1;
             // One in twenty goes back to the queue.
-            if n % 20 == 0 {
+            if n.is_multiple_of(20) {
                 if d.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.is_err() {
                     break;
                 }
@@ -186,11 +186,11 @@ async fn soak() {
         rss_samples.push(rss);
         // Every 25 s the clients drop their connections; every 2 minutes the broker is
         // killed with SIGKILL and restarted on the same data.
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             kill.fetch_add(1, Ordering::Relaxed);
             client_kills += 1;
         }
-        if tick % 24 == 0 {
+        if tick.is_multiple_of(24) {
             broker.restart();
             restarts += 1;
         }

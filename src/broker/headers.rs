@@ -33,6 +33,8 @@
 
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable};
 
+use crate::broker::queue::args::type_name;
+
 /// How the binding's keys combine, from the `x-match` binding argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum XMatch {
@@ -187,7 +189,7 @@ impl HeadersBinding {
                 erlang_term(other, &mut value);
                 return Err(format!(
                     "Invalid x-match field type {} (value {value}); expected longstr",
-                    erlang_type(other)
+                    type_name(other)
                 ));
             }
         };
@@ -245,29 +247,6 @@ fn parse_x_match(value: &[u8]) -> Result<XMatch, String> {
     }
 }
 
-/// RabbitMQ's name for a field type (`rabbit_binary_parser`).
-fn erlang_type(value: &AMQPValue) -> &'static str {
-    match value {
-        AMQPValue::Boolean(_) => "bool",
-        AMQPValue::ShortShortInt(_) => "byte",
-        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
-        AMQPValue::ShortInt(_) => "short",
-        AMQPValue::ShortUInt(_) => "unsignedshort",
-        AMQPValue::LongInt(_) => "signedint",
-        AMQPValue::LongUInt(_) => "unsignedint",
-        AMQPValue::LongLongInt(_) => "long",
-        AMQPValue::Float(_) => "float",
-        AMQPValue::Double(_) => "double",
-        AMQPValue::DecimalValue(_) => "decimal",
-        AMQPValue::ShortString(_) | AMQPValue::LongString(_) => "longstr",
-        AMQPValue::FieldArray(_) => "array",
-        AMQPValue::Timestamp(_) => "timestamp",
-        AMQPValue::FieldTable(_) => "table",
-        AMQPValue::ByteArray(_) => "binary",
-        AMQPValue::Void => "void",
-    }
-}
-
 /// Renders a field value the way RabbitMQ holds it, as an Erlang term.
 fn erlang_term(value: &AMQPValue, out: &mut String) {
     use std::fmt::Write;
@@ -291,7 +270,7 @@ fn erlang_term(value: &AMQPValue, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "{{{},", erlang_type(v));
+                let _ = write!(out, "{{{},", type_name(v));
                 erlang_term(v, out);
                 out.push('}');
             }
@@ -305,7 +284,7 @@ fn erlang_term(value: &AMQPValue, out: &mut String) {
                 }
                 out.push('{');
                 erlang_binary(k.as_str().as_bytes(), out);
-                let _ = write!(out, ",{},", erlang_type(v));
+                let _ = write!(out, ",{},", type_name(v));
                 erlang_term(v, out);
                 out.push('}');
             }

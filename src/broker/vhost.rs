@@ -368,6 +368,9 @@ impl VHost {
     /// long such a chain is, so this is a loop over a work list, not recursion, and it
     /// finds sources through an index built once instead of scanning every exchange per
     /// removed one. Caller holds the topology lock.
+    // Destination hashes and compares by pointer identity, never by the mutable state
+    // behind the pointer, so it is a sound map key.
+    #[allow(clippy::mutable_key_type)]
     fn unbind_everywhere(&self, destination: Destination) {
         let exchanges: Vec<Arc<Exchange>> = self.exchanges.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let mut sources: HashMap<Destination, Vec<Arc<Exchange>>> = HashMap::new();

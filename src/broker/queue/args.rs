@@ -319,7 +319,8 @@ impl QueueArgs {
     }
 }
 
-/// RabbitMQ's name for a field value's type, as its error texts print it.
+/// RabbitMQ's name for a field value's type (`rabbit_binary_parser`), as its error texts
+/// and Erlang terms print it.
 pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
     match v {
         AMQPValue::Boolean(_) => "bool",
@@ -333,8 +334,8 @@ pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
         AMQPValue::Float(_) => "float",
         AMQPValue::Double(_) => "double",
         AMQPValue::DecimalValue(_) => "decimal",
-        AMQPValue::ShortString(_) => "shortstr",
-        AMQPValue::LongString(_) => "longstr",
+        // RabbitMQ holds every string as a longstr.
+        AMQPValue::ShortString(_) | AMQPValue::LongString(_) => "longstr",
         AMQPValue::FieldArray(_) => "array",
         AMQPValue::Timestamp(_) => "timestamp",
         AMQPValue::FieldTable(_) => "table",
