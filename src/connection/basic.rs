@@ -106,14 +106,8 @@ impl Channel {
         }
         if exchange.name.is_empty() && msg.routing_key.starts_with(REPLY_TO_PREFIX) {
             // A direct reply-to reply: straight to the requester's channel, no queue.
-            if ctx.vhost.reply_to.deliver(&msg.routing_key, &msg) {
-                ctx.broker.metrics.messages_routed.inc();
-            } else if method.mandatory {
-                ctx.broker.metrics.messages_unroutable_returned.inc();
-                ctx.outbound.basic_return(self.id, ReplyCode::NoRoute.code(), "NO_ROUTE", &msg);
-            } else {
-                ctx.broker.metrics.messages_unroutable_dropped.inc();
-            }
+            let delivered = ctx.vhost.reply_to.deliver(&msg.routing_key, &msg);
+            self.routed_or_returned(ctx, delivered, method.mandatory, &msg);
             return Ok(Published { stored: false, failed: false });
         }
         let mut queues = std::mem::take(&mut self.route_buf);
@@ -141,15 +135,20 @@ impl Channel {
             }
             c.needs_flush |= stored;
         }
+        self.routed_or_returned(ctx, delivered, method.mandatory, &msg);
+        Ok(Published { stored, failed })
+    }
+
+    /// Counts a published message as routed, or returns it (312) when mandatory, or drops it.
+    fn routed_or_returned(&self, ctx: &Context, delivered: bool, mandatory: bool, msg: &Message) {
         if delivered {
             ctx.broker.metrics.messages_routed.inc();
-        } else if method.mandatory {
+        } else if mandatory {
             ctx.broker.metrics.messages_unroutable_returned.inc();
-            ctx.outbound.basic_return(self.id, ReplyCode::NoRoute.code(), "NO_ROUTE", &msg);
+            ctx.outbound.basic_return(self.id, ReplyCode::NoRoute.code(), "NO_ROUTE", msg);
         } else {
             ctx.broker.metrics.messages_unroutable_dropped.inc();
         }
-        Ok(Published { stored, failed })
     }
 
     /// The queue a method names; "" means the channel's last declared queue.
