@@ -22,7 +22,9 @@ fn main() -> ExitCode {
         eprintln!("warren: invalid log filter '{}': {e}; using 'info'", config.log_level);
         EnvFilter::new("info")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    // Logs go to stderr (stdout is for output a script reads), coloured only on a terminal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).with_ansi(ansi).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
