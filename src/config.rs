@@ -76,6 +76,9 @@ pub struct Config {
     pub tls_require_client_cert: bool,
     /// Which part of a client certificate's subject is the user name for EXTERNAL.
     pub tls_cert_login_from: CertLoginFrom,
+    /// A RabbitMQ definitions file (users, vhosts, permissions, topology) imported at
+    /// every boot (RabbitMQ's `load_definitions`).
+    pub definitions: Option<PathBuf>,
 }
 
 /// The user name a client certificate gives for the EXTERNAL mechanism (RabbitMQ's
@@ -165,6 +168,7 @@ impl Default for Config {
             tls_client_ca: None,
             tls_require_client_cert: false,
             tls_cert_login_from: CertLoginFrom::CommonName,
+            definitions: None,
         }
     }
 }
@@ -277,6 +281,12 @@ pub struct Cli {
     /// whole subject DN as RabbitMQ formats it ("CN=app,O=example") [default: common_name].
     #[arg(long, value_enum, value_name = "FROM")]
     pub tls_cert_login_from: Option<CertLoginFrom>,
+    /// A RabbitMQ definitions file (JSON, as `rabbitmqctl export_definitions` writes it) to
+    /// import at boot: users, vhosts, permissions, limits, exchanges, queues, bindings. A
+    /// file that does not parse or does not fit is an error and nothing of it is applied.
+    /// On a first boot with definitions, no default user or vhost is created.
+    #[arg(long, value_name = "FILE", env = "WARREN_DEFINITIONS")]
+    pub definitions: Option<PathBuf>,
 }
 
 /// Why the configuration could not be loaded.
@@ -330,7 +340,7 @@ impl Cli {
         macro_rules! set_some {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = Some(v); } )* };
         }
-        set_some!(tls_cert, tls_key, tls_client_ca);
+        set_some!(tls_cert, tls_key, tls_client_ca, definitions);
         config.allow_remote_guest |= self.allow_remote_guest;
         config.no_plain |= self.no_plain;
         config.tls_require_client_cert |= self.tls_require_client_cert;

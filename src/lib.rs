@@ -7,14 +7,18 @@
 //!   machines, mapping methods to the broker and errors to close methods;
 //! - [`outbound`]: the per-connection frame buffer drained by the writer task;
 //! - [`broker`]: vhosts, exchanges, queues, bindings, consumers: the model;
+//! - [`access`]: users, permissions, limits: who may do what;
+//! - [`definitions`]: RabbitMQ's definitions format, imported and exported;
 //! - `warren_protocol` (crate `protocol/`): framing and codecs, no I/O;
 //! - `warren_storage` (crate `storage/`): persistence.
 //!
 //! [`config`] and [`metrics`] serve all of them.
 
+pub mod access;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod definitions;
 pub mod metrics;
 pub mod outbound;
 pub mod server;

@@ -45,9 +45,12 @@ pub enum StartError {
         /// The bind error.
         source: io::Error,
     },
-    /// The store could not be opened.
+    /// The store or the access records could not be opened.
     #[error("{0}")]
-    Store(#[from] warren_storage::StoreError),
+    Open(#[from] crate::broker::OpenError),
+    /// The definitions file was refused.
+    #[error("{0}")]
+    Definitions(#[from] crate::definitions::DefinitionsError),
 }
 
 /// A bound, not yet running, broker.
@@ -81,7 +84,13 @@ impl Server {
             0 => None,
             port => Some(listen("metrics", port).await?),
         };
+        // The file is read before the store opens: a bad file changes nothing.
+        let definitions = config.definitions.as_deref().map(crate::definitions::Definitions::read).transpose()?;
         let broker = Arc::new(Broker::open(config, Metrics::new())?);
+        if let Some(defs) = definitions {
+            broker.import(&defs)?;
+            info!(users = defs.users.len(), vhosts = defs.vhosts.len(), queues = defs.queues.len(), exchanges = defs.exchanges.len(), bindings = defs.bindings.len(), "definitions imported");
+        }
         broker.start_mark_writer();
         Ok(Server { listener, tls, metrics_listener, broker })
     }
@@ -103,6 +112,11 @@ impl Server {
     /// The TLS state, kept to reload the certificates while the server runs (SIGHUP).
     pub fn tls(&self) -> Option<Arc<Tls>> {
         self.tls.as_ref().map(|(_, tls)| Arc::clone(tls))
+    }
+
+    /// The broker (to manage users, vhosts and permissions in process).
+    pub fn broker(&self) -> Arc<Broker> {
+        Arc::clone(&self.broker)
     }
 
     /// The metrics address, if serving metrics.

@@ -14,7 +14,7 @@ use warren::broker::message::Message;
 use warren::broker::queue::args::{DeclareFlags, QueueArgs};
 use warren::broker::queue::ready::EntryMeta;
 use warren::broker::queue::{Enqueued, Queue, QueueSetup};
-use warren_storage::{QueueRecord, Store};
+use warren_storage::{QueueRecord, Database, Store};
 
 /// A TTL choice: none, zero (gone unless delivered at once; the model has no consumers),
 /// or an hour (never reached in a test).
@@ -154,7 +154,8 @@ fn id_of(body: &[u8]) -> u32 {
 
 fn run(c: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempdir();
-    let mut store = Store::open(&dir).expect("store");
+    let mut db = Database::open(&dir, "/").expect("store");
+    let mut store = db.vhost("/").expect("vhost store");
     store.put_queue(&QueueRecord { name: "q".into(), auto_delete: false, arguments: Vec::new() }).expect("queue record");
     let mut queue = open_queue(&store, &c);
     let mut model = Model::default();
@@ -244,10 +245,11 @@ fn run(c: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Restart => {
                 queue.write_marks();
-                store.flush_blocking().expect("flush");
+                db.flush_blocking().expect("flush");
                 drop(queue);
-                drop(store);
-                store = Store::open(&dir).expect("reopen");
+                drop((store, db));
+                db = Database::open(&dir, "/").expect("reopen");
+                store = db.vhost("/").expect("vhost store");
                 let recovered = store.recover().expect("recover");
                 queue = open_queue(&store, &c);
                 let (_, messages) = recovered.queues.into_iter().find(|(q, _)| q.name == "q").expect("queue recovered");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::error;
 use warren_protocol::AMQPClass;
-use warren_storage::Store;
+use warren_storage::Database;
 
 use crate::broker::consumer::ChannelDelivery;
 
@@ -55,7 +55,7 @@ pub struct Flusher {
 
 impl Flusher {
     /// Starts the task (needs a tokio runtime).
-    pub fn start(store: Store) -> Self {
+    pub fn start(store: Database) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(store, rx));
         Flusher { tx }
@@ -72,7 +72,7 @@ impl Flusher {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<FlushRequest>) {
+async fn run(store: Database, mut rx: mpsc::UnboundedReceiver<FlushRequest>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);

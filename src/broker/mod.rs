@@ -17,12 +17,13 @@ pub mod vhost;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use crate::access::{Access, AccessError, Permission, User, VhostInfo};
 use crate::config::Config;
 use durability::{FlushRequest, Flusher};
 use memory::MemoryMonitor;
-use warren_storage::{Store, StoreError};
+use warren_storage::{Database, StoreError};
 use crate::metrics::Metrics;
 use vhost::VHost;
 
@@ -61,28 +62,124 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Message memory and the alarm that blocks publishers.
     pub memory: Arc<MemoryMonitor>,
-    vhosts: HashMap<String, Arc<VHost>>,
+    /// Users, vhost records and permissions.
+    pub access: Access,
+    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection_id: AtomicU64,
-    store: Store,
+    db: Database,
     flusher: Flusher,
+    /// Octets of ready persistent messages each durable queue keeps in memory.
+    queue_memory_limit: usize,
+}
+
+/// Why the broker could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The access records could not be loaded or the defaults written.
+    #[error("{0}")]
+    Access(#[from] AccessError),
 }
 
 impl Broker {
-    /// Opens the store in the data directory and builds the default vhost `/` from what
-    /// it recovers.
-    pub fn open(config: Config, metrics: Metrics) -> Result<Self, StoreError> {
+    /// Opens the store in the data directory (migrating an older format, whose data
+    /// belongs to the default vhost), loads users and permissions, and opens every vhost
+    /// with what it recovers. On a first boot (nothing recorded yet) the default user,
+    /// with the `administrator` tag and full permissions, and the default vhost are created,
+    /// as RabbitMQ does, unless `definitions` is set: then the file provides them.
+    pub fn open(config: Config, metrics: Metrics) -> Result<Self, OpenError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Corrupt(format!("cannot create data directory {}: {e}", config.data_dir.display())))?;
-        let store = Store::open_with_cache(&config.data_dir, config.store_cache_mb.saturating_mul(1 << 20))?;
-        let recovered = store.recover()?;
+        let db = Database::open_with_cache(&config.data_dir, config.store_cache_mb.saturating_mul(1 << 20), &config.default_vhost)?;
+        let access = Access::load(db.clone())?;
         let mib = |n: u64| usize::try_from(n.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-        let queue_memory_limit = mib(config.queue_memory_mb);
         let watermark = if config.memory_high_watermark_mb == 0 { memory::default_high_watermark() } else { mib(config.memory_high_watermark_mb) };
         metrics.memory_limit.set(i64::try_from(watermark).unwrap_or(i64::MAX));
         let memory = Arc::new(MemoryMonitor::new(watermark, metrics.memory_alarm.clone()));
-        let mut vhosts = HashMap::new();
-        let name = config.default_vhost.clone();
-        vhosts.insert(name.clone(), VHost::open(&name, store.clone(), recovered, queue_memory_limit, config.consumer_timeout, Arc::clone(&memory)));
-        Ok(Broker { config, metrics, memory, vhosts, next_connection_id: AtomicU64::new(1), flusher: Flusher::start(store.clone()), store })
+        let broker = Broker {
+            queue_memory_limit: mib(config.queue_memory_mb),
+            flusher: Flusher::start(db.clone()),
+            config,
+            metrics,
+            memory,
+            access,
+            vhosts: RwLock::default(),
+            next_connection_id: AtomicU64::new(1),
+            db,
+        };
+        if broker.access.is_empty() && (broker.config.definitions.is_none() || !broker.db.stored_vhosts().is_empty()) {
+            broker.create_defaults()?;
+        }
+        // Vhosts with records, and any whose data outlived its record (a crash mid-delete
+        // finishes here).
+        for info in broker.access.vhosts() {
+            broker.open_vhost(&info)?;
+        }
+        for name in broker.db.stored_vhosts() {
+            if broker.vhost(&name).is_none() {
+                tracing::warn!(vhost = %name, "dropping the data of a deleted vhost");
+                broker.db.delete_vhost(&name)?;
+            }
+        }
+        Ok(broker)
+    }
+
+    /// The default user (tag `administrator`, everything on the default vhost) and vhost.
+    fn create_defaults(&self) -> Result<(), AccessError> {
+        let (user, vhost) = (&self.config.default_user, &self.config.default_vhost);
+        self.access.add_user(user, &self.config.default_pass, &["administrator"])?;
+        self.access.put_vhost(VhostInfo { name: vhost.clone(), description: "Default virtual host".to_owned(), ..VhostInfo::default() })?;
+        let all = ".*".to_owned();
+        self.access.set_permissions(user, vhost, Permission { configure: all.clone(), write: all.clone(), read: all })
+    }
+
+    fn open_vhost(&self, info: &VhostInfo) -> Result<Arc<VHost>, StoreError> {
+        let store = self.db.vhost(&info.name)?;
+        let recovered = store.recover()?;
+        let vhost = VHost::open(&info.name, store, recovered, self.queue_memory_limit, self.config.consumer_timeout, Arc::clone(&self.memory));
+        vhost.set_limits(info.limits);
+        self.vhosts.write().unwrap_or_else(|p| p.into_inner()).insert(info.name.clone(), Arc::clone(&vhost));
+        Ok(vhost)
+    }
+
+    /// Creates a vhost, or updates the description, tags and limits of one that exists.
+    pub fn add_vhost(&self, info: VhostInfo) -> Result<Arc<VHost>, AccessError> {
+        if info.name.is_empty() {
+            return Err(AccessError::Invalid("a vhost name cannot be empty".to_owned()));
+        }
+        self.access.put_vhost(info.clone())?;
+        if let Some(vhost) = self.vhost(&info.name) {
+            vhost.set_limits(info.limits);
+            return Ok(vhost);
+        }
+        Ok(self.open_vhost(&info)?)
+    }
+
+    /// Deletes a vhost: its connections are closed (320), its queues' consumers cancelled,
+    /// and its entities, messages and permissions removed.
+    pub fn delete_vhost(&self, name: &str) -> Result<(), AccessError> {
+        let vhost = self.vhosts.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let Some(vhost) = vhost else { return Err(AccessError::NoVhost(name.to_owned())) };
+        vhost.shut();
+        self.access.delete_vhost(name)?;
+        self.db.delete_vhost(name)?;
+        tracing::info!(vhost = %name, "vhost deleted");
+        Ok(())
+    }
+
+    /// Deletes a user: its permissions go, and its open connections are closed (320).
+    pub fn delete_user(&self, name: &str) -> Result<(), AccessError> {
+        self.access.delete_user(name)?.close_connections();
+        tracing::info!(user = %name, "user deleted");
+        Ok(())
+    }
+
+    /// The names of the vhosts.
+    pub fn vhost_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.vhosts.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        names.sort();
+        names
     }
 
     /// Queues replies to be sent once everything stored so far is on disk (group commit:
@@ -94,13 +191,14 @@ impl Broker {
     /// Writes pending delivery marks and flushes the store (at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.write_marks();
-        self.store.flush_blocking()
+        self.db.flush_blocking()
     }
 
     /// Writes the delivery marks of deliveries still unacknowledged (see
     /// [`queue::Queue::write_marks`]).
     pub fn write_marks(&self) {
-        for vhost in self.vhosts.values() {
+        let vhosts: Vec<Arc<VHost>> = self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for vhost in vhosts {
             vhost.write_marks();
         }
     }
@@ -125,7 +223,7 @@ impl Broker {
 
     /// The vhost called `name`.
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
-        self.vhosts.get(name).cloned()
+        self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// A fresh connection id (used for exclusive queue ownership).
@@ -134,26 +232,23 @@ impl Broker {
     }
 
     /// Checks a username and password; the guest user only from loopback, as RabbitMQ.
-    pub fn authenticate(&self, username: &str, password: &str, loopback: bool) -> Result<(), &'static str> {
-        if !self.user_exists(username) || password != self.config.default_pass {
-            return Err("invalid credentials");
+    /// Refusals say why for the log (never the password).
+    pub fn authenticate(&self, username: &str, password: &str, loopback: bool) -> Result<Arc<User>, &'static str> {
+        if password.is_empty() {
+            return Err("attempted to log in with a blank password, which is prohibited");
         }
-        self.check_loopback(username, loopback)
+        let user = self.access.authenticate(username, password).ok_or("invalid credentials")?;
+        self.check_loopback(username, loopback)?;
+        Ok(user)
     }
 
     /// Checks a login whose identity was established outside AMQP (SASL EXTERNAL with a
     /// verified TLS client certificate): the user must exist, no password is checked, and
     /// the loopback rule applies as for a password login.
-    pub fn authenticate_external(&self, username: &str, loopback: bool) -> Result<(), &'static str> {
-        if !self.user_exists(username) {
-            return Err("invalid credentials");
-        }
-        self.check_loopback(username, loopback)
-    }
-
-    /// Whether `username` is a known user (today only the configured default user).
-    pub fn user_exists(&self, username: &str) -> bool {
-        username == self.config.default_user
+    pub fn authenticate_external(&self, username: &str, loopback: bool) -> Result<Arc<User>, &'static str> {
+        let user = self.access.user(username).ok_or("invalid credentials")?;
+        self.check_loopback(username, loopback)?;
+        Ok(user)
     }
 
     /// RabbitMQ's `loopback_users`: `guest` only from a loopback address unless allowed.

@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use amq_protocol::frame::WriteContext;
@@ -17,6 +18,7 @@ use tracing::warn;
 use warren_protocol::{AmqpError, ReplyCode};
 use warren_storage::{BindingRecord, ExchangeRecord, QueueRecord, Recovered, Store, StoreError};
 
+use crate::access::{limit, VhostLimits};
 use crate::broker::consumer::Consumer;
 use crate::broker::dead_letter::{self, DeadLetter};
 use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
@@ -104,6 +106,12 @@ pub struct VHost {
     pub reply_to: ReplyRegistry,
     /// The broker's consumer timeout in milliseconds, for queues without their own.
     consumer_timeout: u64,
+    /// Connections open to this vhost (its max-connections limit counts them).
+    pub connections: AtomicU64,
+    /// The vhost's limits.
+    limits: Mutex<VhostLimits>,
+    /// Set when the vhost is deleted; its connections close.
+    deleted: tokio::sync::watch::Sender<bool>,
 }
 
 fn store_failed(e: StoreError) -> AmqpError {
@@ -234,7 +242,110 @@ impl VHost {
         ] {
             exchanges.insert(xname.to_owned(), Arc::new(Exchange::new(xname.to_owned(), kind, true, false, false, FieldTable::default())));
         }
-        VHost { name: name.to_owned(), me, exchanges: RwLock::new(exchanges), queues: RwLock::new(HashMap::new()), topology: Mutex::new(()), store, queue_memory_limit, memory, reply_to: ReplyRegistry::default(), consumer_timeout }
+        VHost {
+            name: name.to_owned(),
+            me,
+            exchanges: RwLock::new(exchanges),
+            queues: RwLock::new(HashMap::new()),
+            topology: Mutex::new(()),
+            store,
+            queue_memory_limit,
+            memory,
+            reply_to: ReplyRegistry::default(),
+            consumer_timeout,
+            connections: AtomicU64::new(0),
+            limits: Mutex::default(),
+            deleted: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Sets the vhost's limits (existing connections and queues stay, as in RabbitMQ).
+    pub fn set_limits(&self, limits: VhostLimits) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    /// The vhost's limits.
+    pub fn limits(&self) -> VhostLimits {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves when the vhost is deleted.
+    pub fn deleted(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.deleted.subscribe()
+    }
+
+    /// Takes a connection slot: false when the vhost's max-connections is reached.
+    pub fn take_connection(&self) -> bool {
+        crate::access::take_slot(&self.connections, limit(self.limits().max_connections))
+    }
+
+    /// Gives a connection slot back.
+    pub fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Deletes everything the vhost holds, cancelling its consumers, and tells its
+    /// connections to close (the broker deletes the vhost).
+    pub fn shut(&self) {
+        let queues: Vec<Arc<Queue>> = self.queues.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for q in &queues {
+            self.delete_queue_now(q);
+        }
+        self.exchanges.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.deleted.send_replace(true);
+    }
+
+    /// Adds this vhost's durable exchanges and queues, and the bindings between durable
+    /// ends, to `defs` (what RabbitMQ exports: not the default, `amq.*` or internal
+    /// exchanges, not exclusive queues).
+    pub fn export(&self, defs: &mut crate::definitions::Definitions) {
+        use crate::definitions::{json_table, BindingDef, ExchangeDef, QueueDef};
+        let mut exchanges: Vec<Arc<Exchange>> = self.exchanges.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+        for x in &exchanges {
+            if x.durable && !x.name.is_empty() && !reserved(&x.name) && !x.internal {
+                defs.exchanges.push(ExchangeDef {
+                    name: x.name.clone(),
+                    vhost: self.name.clone(),
+                    kind: x.kind.as_str().to_owned(),
+                    durable: true,
+                    auto_delete: x.auto_delete,
+                    internal: false,
+                    arguments: json_table(&x.arguments),
+                });
+            }
+            if !x.durable || x.name.is_empty() {
+                continue;
+            }
+            for b in x.bindings() {
+                let (destination, destination_type, durable) = match &b.destination {
+                    Destination::Queue(q) => (q.name.clone(), "queue", q.durable()),
+                    Destination::Exchange(d) => (d.name.clone(), "exchange", d.durable),
+                };
+                if durable {
+                    defs.bindings.push(BindingDef {
+                        source: x.name.clone(),
+                        vhost: self.name.clone(),
+                        destination,
+                        destination_type: destination_type.to_owned(),
+                        routing_key: b.routing_key.clone(),
+                        arguments: json_table(&b.arguments),
+                    });
+                }
+            }
+        }
+        let mut queues: Vec<Arc<Queue>> = self.queues.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        for q in queues.iter().filter(|q| q.durable()) {
+            defs.queues.push(QueueDef {
+                name: q.name.clone(),
+                vhost: self.name.clone(),
+                durable: true,
+                auto_delete: q.auto_delete,
+                kind: Some(q.args.kind.as_str().to_owned()),
+                arguments: json_table(&q.arguments),
+            });
+        }
     }
 
     fn serialise(&self) -> MutexGuard<'_, ()> {
@@ -275,41 +386,10 @@ impl VHost {
         validate_exchange_args(&spec.arguments, &spec.name, &self.name)?;
         let _topology = self.serialise();
         if let Some(existing) = self.exchange(&spec.name) {
-            let mismatch = |arg: &str, received: &str, current: &str| {
-                AmqpError::precondition_failed(format!(
-                    "inequivalent arg '{arg}' for exchange '{}' in vhost '{}': received '{received}' but current is '{current}'",
-                    spec.name, self.name
-                ))
-            };
-            if existing.kind != kind {
-                return Err(mismatch("type", kind.as_str(), existing.kind.as_str()));
-            }
-            if existing.durable != spec.durable {
-                return Err(mismatch("durable", flag(spec.durable), flag(existing.durable)));
-            }
-            if existing.auto_delete != spec.auto_delete {
-                return Err(mismatch("auto_delete", flag(spec.auto_delete), flag(existing.auto_delete)));
-            }
-            if existing.internal != spec.internal {
-                return Err(mismatch("internal", flag(spec.internal), flag(existing.internal)));
-            }
-            let ae = |t: &FieldTable| t.inner().get("alternate-exchange").cloned();
-            if ae(&existing.arguments) != ae(&spec.arguments) {
-                return Err(AmqpError::precondition_failed(format!(
-                    "inequivalent arg 'alternate-exchange' for exchange '{}' in vhost '{}'",
-                    spec.name, self.name
-                )));
-            }
+            self.exchange_equivalent(&existing, &spec, kind)?;
             return Ok(existing);
         }
-        // As in RabbitMQ, the reserved prefix only stops creation: redeclaring a predeclared
-        // exchange is an ordinary equivalence check.
-        if reserved(&spec.name) {
-            return Err(AmqpError::access_refused(format!(
-                "exchange name '{}' contains reserved prefix 'amq.*'",
-                spec.name
-            )));
-        }
+        Self::check_reserved_exchange(&spec.name)?;
         if spec.durable {
             self.store
                 .put_exchange(&ExchangeRecord {
@@ -324,6 +404,125 @@ impl VHost {
         let exchange = Arc::new(Exchange::new(spec.name.clone(), kind, spec.durable, spec.auto_delete, spec.internal, spec.arguments));
         self.exchanges.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&exchange));
         Ok(exchange)
+    }
+
+    /// 406 unless `existing` is what `spec` declares.
+    fn exchange_equivalent(&self, existing: &Exchange, spec: &ExchangeSpec, kind: ExchangeKind) -> Result<(), AmqpError> {
+        let mismatch = |arg: &str, received: &str, current: &str| {
+            AmqpError::precondition_failed(format!(
+                "inequivalent arg '{arg}' for exchange '{}' in vhost '{}': received '{received}' but current is '{current}'",
+                spec.name, self.name
+            ))
+        };
+        if existing.kind != kind {
+            return Err(mismatch("type", kind.as_str(), existing.kind.as_str()));
+        }
+        if existing.durable != spec.durable {
+            return Err(mismatch("durable", flag(spec.durable), flag(existing.durable)));
+        }
+        if existing.auto_delete != spec.auto_delete {
+            return Err(mismatch("auto_delete", flag(spec.auto_delete), flag(existing.auto_delete)));
+        }
+        if existing.internal != spec.internal {
+            return Err(mismatch("internal", flag(spec.internal), flag(existing.internal)));
+        }
+        let ae = |t: &FieldTable| t.inner().get("alternate-exchange").cloned();
+        if ae(&existing.arguments) != ae(&spec.arguments) {
+            return Err(AmqpError::precondition_failed(format!(
+                "inequivalent arg 'alternate-exchange' for exchange '{}' in vhost '{}'",
+                spec.name, self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// As in RabbitMQ, the reserved prefix only stops creation: redeclaring a predeclared
+    /// exchange is an ordinary equivalence check.
+    fn check_reserved_exchange(name: &str) -> Result<(), AmqpError> {
+        if reserved(name) {
+            return Err(AmqpError::access_refused(format!("exchange name '{name}' contains reserved prefix 'amq.*'")));
+        }
+        Ok(())
+    }
+
+    /// What declaring `spec` in a vhost that does not exist yet would refuse (definitions
+    /// are checked before anything is applied).
+    pub fn check_new_exchange(spec: &ExchangeSpec, vhost: &str) -> Result<(), AmqpError> {
+        if spec.name.is_empty() {
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+        }
+        if ExchangeKind::parse(&spec.kind).is_none() {
+            return Err(AmqpError::command_invalid(format!("unknown exchange type '{}'", spec.kind)));
+        }
+        validate_exchange_args(&spec.arguments, &spec.name, vhost)?;
+        Self::check_reserved_exchange(&spec.name)
+    }
+
+    /// What declaring `spec` here would refuse, without declaring it.
+    pub fn check_exchange(&self, spec: &ExchangeSpec) -> Result<(), AmqpError> {
+        Self::check_new_exchange(spec, &self.name).or_else(|e| if self.exchange(&spec.name).is_some() && reserved(&spec.name) { Ok(()) } else { Err(e) })?;
+        match (self.exchange(&spec.name), ExchangeKind::parse(&spec.kind)) {
+            (Some(existing), Some(kind)) => self.exchange_equivalent(&existing, spec, kind),
+            _ => Ok(()),
+        }
+    }
+
+    /// What declaring queue `spec` in a vhost that does not exist yet would refuse.
+    pub fn check_new_queue(spec: &QueueSpec, vhost: &str) -> Result<(), AmqpError> {
+        if reserved(&spec.name) && !spec.server_named {
+            return Err(AmqpError::access_refused(format!("queue name '{}' contains reserved prefix 'amq.*'", spec.name)));
+        }
+        let flags = DeclareFlags { durable: spec.durable, exclusive: spec.exclusive_owner.is_some(), auto_delete: spec.auto_delete, server_named: spec.server_named };
+        QueueArgs::parse(&spec.arguments, &spec.name, vhost, flags).map(drop)
+    }
+
+    /// What declaring queue `spec` here would refuse, without declaring it.
+    pub fn check_queue(&self, spec: &QueueSpec) -> Result<(), AmqpError> {
+        match self.queue(&spec.name) {
+            Some(existing) => self.queue_equivalent(&existing, spec),
+            None => {
+                Self::check_new_queue(spec, &self.name)?;
+                self.check_queue_limit(&spec.name)
+            }
+        }
+    }
+
+    /// 406 when the vhost's max-queues is reached (a new queue would pass it).
+    fn check_queue_limit(&self, name: &str) -> Result<(), AmqpError> {
+        if let Some(max) = limit(self.limits().max_queues) {
+            if self.queues.read().unwrap_or_else(|p| p.into_inner()).len() as u64 >= max {
+                return Err(AmqpError::precondition_failed(format!("cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached", self.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// 406 unless `existing` is what `spec` declares (durable, auto-delete, and the
+    /// arguments of its type).
+    fn queue_equivalent(&self, existing: &Queue, spec: &QueueSpec) -> Result<(), AmqpError> {
+        let mismatch = |arg: &str, received: &str, current: &str| {
+            AmqpError::precondition_failed(format!(
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received {received} but current is {current}",
+                spec.name, self.name
+            ))
+        };
+        let quoted = |b: bool| format!("'{}'", flag(b));
+        if existing.durable() != spec.durable {
+            return Err(mismatch("durable", &quoted(spec.durable), &quoted(existing.durable())));
+        }
+        if existing.auto_delete != spec.auto_delete {
+            return Err(mismatch("auto_delete", &quoted(spec.auto_delete), &quoted(existing.auto_delete)));
+        }
+        // Only the arguments of the existing queue's type count; values are not
+        // validated again on a redeclare.
+        for key in existing.args.equivalence_keys() {
+            let received = spec.arguments.inner().get(key);
+            let current = existing.arguments.inner().get(key);
+            if !equivalent_arg(key, received, current) {
+                return Err(mismatch(key, &show(received), &show(current)));
+            }
+        }
+        Ok(())
     }
 
     /// `exchange.delete`: idempotent; 403 for the default and `amq.*` exchanges; 406 with
@@ -413,32 +612,12 @@ impl VHost {
             if existing.exclusive_owner != spec.exclusive_owner {
                 return Err(existing.locked_error());
             }
-            let mismatch = |arg: &str, received: &str, current: &str| {
-                AmqpError::precondition_failed(format!(
-                    "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received {received} but current is {current}",
-                    spec.name, self.name
-                ))
-            };
-            let quoted = |b: bool| format!("'{}'", flag(b));
-            if existing.durable() != spec.durable {
-                return Err(mismatch("durable", &quoted(spec.durable), &quoted(existing.durable())));
-            }
-            if existing.auto_delete != spec.auto_delete {
-                return Err(mismatch("auto_delete", &quoted(spec.auto_delete), &quoted(existing.auto_delete)));
-            }
-            // Only the arguments of the existing queue's type count; values are not
-            // validated again on a redeclare.
-            for key in existing.args.equivalence_keys() {
-                let received = spec.arguments.inner().get(key);
-                let current = existing.arguments.inner().get(key);
-                if !equivalent_arg(key, received, current) {
-                    return Err(mismatch(key, &show(received), &show(current)));
-                }
-            }
+            self.queue_equivalent(&existing, &spec)?;
             return Ok(existing);
         }
         // Validated only for a new queue, as RabbitMQ does.
         let args = QueueArgs::parse(&spec.arguments, &spec.name, &self.name, flags)?;
+        self.check_queue_limit(&spec.name)?;
         let store = if spec.durable {
             // Messages a crash left from an earlier queue of this name are not the new one's.
             self.store.drop_messages(&spec.name).map_err(store_failed)?;

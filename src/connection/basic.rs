@@ -11,7 +11,8 @@ use warren_protocol::{AMQPClass, AmqpError, ReplyCode};
 use super::channel::{requeue, Channel, TxSettle};
 use super::Context;
 use crate::broker::consumer::{Consumer, DeliveryState, Unacked};
-use crate::broker::exchange::Exchange;
+use crate::access::{Perm, Resource};
+use crate::broker::exchange::{Exchange, ExchangeKind};
 use crate::broker::memory::Held;
 use crate::broker::message::{with_reply_to, without_bcc, Message, SenderSelected};
 use crate::broker::reply_to::{REPLY_TO, REPLY_TO_PREFIX};
@@ -38,12 +39,17 @@ impl Channel {
 
     /// A whole message arrived: publish it now, or hold it for tx.commit.
     pub(super) fn published(&mut self, ctx: &Context, content: Content<basic::Publish>) -> Result<(), AmqpError> {
+        // RabbitMQ's order: write permission, 404, internal, topic permission.
+        ctx.grant.check(Perm::Write, Resource::Exchange, content.method.exchange.as_str())?;
         let exchange = ctx.vhost.exchange_or_404(content.method.exchange.as_str())?;
         if exchange.internal {
             return Err(AmqpError::access_refused(format!(
                 "cannot publish to internal exchange '{}' in vhost '{}'",
                 exchange.name, ctx.vhost.name
             )));
+        }
+        if exchange.kind == ExchangeKind::Topic && ctx.grant.has_topic_permissions(&exchange.name) {
+            ctx.grant.check_topic(Perm::Write, &exchange.name, content.method.routing_key.as_str())?;
         }
         if let Some(tx) = self.tx.as_mut() {
             // Checked now, and the exchange kept, so that commit cannot fail half-way.
@@ -151,9 +157,11 @@ impl Channel {
         }
     }
 
-    /// The queue a method names; "" means the channel's last declared queue.
-    pub(super) fn resolve_queue(&self, ctx: &Context, name: &str) -> Result<Arc<Queue>, AmqpError> {
+    /// The queue a consume, get or purge names ("" means the channel's last declared
+    /// queue), after RabbitMQ's checks in its order: read permission, 404, exclusivity.
+    pub(super) fn readable_queue(&self, ctx: &Context, name: &str) -> Result<Arc<Queue>, AmqpError> {
         let name = self.queue_name(name)?;
+        ctx.grant.check(Perm::Read, Resource::Queue, &name)?;
         let q = ctx.vhost.queue_or_404(&name)?;
         q.check_access(ctx.id)?;
         Ok(q)
@@ -182,7 +190,7 @@ impl Channel {
         if c.queue.as_str() == REPLY_TO {
             return self.reply_consume(ctx, c);
         }
-        let q = self.resolve_queue(ctx, c.queue.as_str())?;
+        let q = self.readable_queue(ctx, c.queue.as_str())?;
         let priority = crate::broker::consumer::check_arguments(&c.arguments, &q)?;
         if !q.args.kind.allows_global_qos() && self.delivery.lock().prefetch_global != 0 {
             return Err(AmqpError::connection(
@@ -259,7 +267,7 @@ impl Channel {
     }
 
     pub(super) fn basic_get(&mut self, ctx: &Context, g: basic::Get) -> Result<(), AmqpError> {
-        let q = self.resolve_queue(ctx, g.queue.as_str())?;
+        let q = self.readable_queue(ctx, g.queue.as_str())?;
         match q.get() {
             None => self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}))),
             Some(got) => {
@@ -361,15 +369,12 @@ impl Channel {
 }
 
 /// The checks RabbitMQ makes of a published message's properties: 406 when user_id names
-/// someone other than the authenticated user, or when expiration is not a valid TTL.
+/// someone other than the authenticated user (unless an impersonator), or when expiration
+/// is not a valid TTL.
 /// Returns the per-message TTL.
 fn check_properties(ctx: &Context, view: &PropertiesView<'_>) -> Result<Option<u64>, AmqpError> {
-    if let Some(user_id) = view.user_id.filter(|u| *u != ctx.user.as_bytes()) {
-        return Err(AmqpError::precondition_failed(format!(
-            "user_id property set to '{}' but authenticated user was '{}'",
-            String::from_utf8_lossy(user_id),
-            ctx.user
-        )));
+    if let Some(user_id) = view.user_id {
+        ctx.grant.check_user_id(user_id)?;
     }
     view.expiration
         .map(|raw| {

@@ -11,6 +11,7 @@ use warren_protocol::spec::{basic, channel as chan, confirm, exchange, queue, tx
 use warren_protocol::{AMQPClass, AmqpError, ReplyCode};
 
 use super::Context;
+use crate::access::ChannelSlot;
 use crate::broker::consumer::{ChannelDelivery, Unacked};
 use crate::broker::durability::{FlushRequest, Reply};
 use crate::broker::memory::Held;
@@ -111,11 +112,13 @@ pub(crate) struct Channel {
     pub dest_buf: Vec<Destination>,
     /// Octets of the body being assembled, counted toward the memory alarm.
     pub assembling: Option<Held>,
+    /// The channel's place in its user's max-channels.
+    _slot: ChannelSlot,
 }
 
 impl Channel {
     /// A newly opened channel.
-    pub fn new(id: u16, outbound: Arc<Outbound>, cancel_notify: bool) -> Self {
+    pub fn new(id: u16, outbound: Arc<Outbound>, cancel_notify: bool, slot: ChannelSlot) -> Self {
         Channel {
             id,
             phase: ChannelPhase::Open,
@@ -128,6 +131,7 @@ impl Channel {
             route_buf: Vec::new(),
             dest_buf: Vec::new(),
             assembling: None,
+            _slot: slot,
         }
     }
 

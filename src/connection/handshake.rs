@@ -21,17 +21,39 @@ use warren_protocol::spec::connection;
 use warren_protocol::tune::{self, Tuning};
 use warren_protocol::{method, sasl, AMQPClass, AmqpError, ReplyCode};
 
+use crate::access::{limit, take_slot, Grant, Usage};
 use crate::broker::vhost::VHost;
 use crate::broker::Broker;
 use crate::tls::CertLogin;
 
+/// A connection counted against its vhost's and its user's max-connections; dropping it
+/// gives both slots back.
+#[derive(Debug)]
+pub struct ConnectionSlots {
+    /// The vhost.
+    pub vhost: Arc<VHost>,
+    /// The user's counts.
+    pub usage: Arc<Usage>,
+    /// Whether the user slot was taken (the vhost's always is).
+    user_counted: bool,
+}
+
+impl Drop for ConnectionSlots {
+    fn drop(&mut self) {
+        self.vhost.release_connection();
+        if self.user_counted {
+            self.usage.connections.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
 /// What a finished handshake established.
 #[derive(Debug)]
 pub struct Session {
-    /// The authenticated user.
-    pub user: String,
-    /// The vhost opened.
-    pub vhost: Arc<VHost>,
+    /// The authenticated user's rights in the vhost.
+    pub grant: Arc<Grant>,
+    /// The vhost opened, and the connection's place in its and the user's limits.
+    pub slots: ConnectionSlots,
     /// The negotiated limits.
     pub tuning: Tuning,
     /// The client announced `consumer_cancel_notify`.
@@ -109,23 +131,20 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .on_method(10, 11),
         user: user.map(str::to_owned),
     };
-    let username = match (mechanism, cert_login) {
+    let user = match (mechanism, cert_login) {
         // SASL EXTERNAL: the response carries nothing we use (RabbitMQ ignores it too);
         // the certificate, verified during the TLS handshake, is the credential.
-        (sasl::EXTERNAL, Some(Ok(name))) => {
-            broker.authenticate_external(name, loopback).map_err(|why| refused(Some(name), why))?;
-            name.clone()
-        }
+        (sasl::EXTERNAL, Some(Ok(name))) => broker.authenticate_external(name, loopback).map_err(|why| refused(Some(name), why))?,
         (sasl::EXTERNAL, Some(Err(why))) => return Err(refused(None, &why.to_string())),
         _ => {
             let credentials =
                 sasl::parse(mechanism, start_ok.response.as_bytes()).ok_or_else(|| refused(None, "unsupported mechanism or malformed response"))?;
             broker
                 .authenticate(&credentials.username, &credentials.password, loopback)
-                .map_err(|why| refused(Some(&credentials.username), why))?;
-            credentials.username
+                .map_err(|why| refused(Some(&credentials.username), why))?
         }
     };
+    let username = user.name.clone();
     let capabilities = match start_ok.client_properties.inner().get("capabilities") {
         Some(AMQPValue::FieldTable(t)) => t.clone(),
         _ => FieldTable::default(),
@@ -156,14 +175,26 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         AMQPClass::Connection(connection::AMQPMethod::Open(m)) => m,
         other => return Err(unexpected(&other, "connection.open").into()),
     };
+    // RabbitMQ's order: the vhost's connection limit (an unknown vhost fails here), the
+    // user's, then the user's permissions in the vhost.
     let vhost_name = open.virtual_host.as_str();
-    let vhost = broker.vhost(vhost_name).ok_or_else(|| {
-        AmqpError::connection(ReplyCode::NotAllowed, format!("vhost '{vhost_name}' not found")).on_method(10, 40)
-    })?;
+    let not_allowed = |text: String| HandshakeError::Refused { error: AmqpError::connection(ReplyCode::NotAllowed, text).on_method(10, 40), user: Some(username.clone()) };
+    let vhost = broker.vhost(vhost_name).ok_or_else(|| not_allowed(format!("vhost {vhost_name} not found")))?;
+    if !vhost.take_connection() {
+        let max = vhost.limits().max_connections.unwrap_or_default();
+        return Err(not_allowed(format!("access to vhost '{vhost_name}' refused for user '{username}': connection limit ({max}) is reached")));
+    }
+    let mut slots = ConnectionSlots { vhost: Arc::clone(&vhost), usage: broker.access.usage(&username), user_counted: false };
+    if !take_slot(&slots.usage.connections, limit(user.limits.max_connections)) {
+        let max = user.limits.max_connections.unwrap_or_default();
+        return Err(not_allowed(format!("connection refused for user '{username}': user connection limit ({max}) is reached")));
+    }
+    slots.user_counted = true;
+    let grant = broker.access.grant(&user, vhost_name).ok_or_else(|| not_allowed(format!("access to vhost '{vhost_name}' refused for user '{username}'")))?;
     frame::encode_method(&mut wbuf, 0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
     stream.write_all(&wbuf).await?;
     debug!(%peer, user = %username, mechanism, vhost = vhost_name, "handshake complete");
-    Ok(Session { user: username, vhost, tuning, cancel_notify, blocked_notify, client })
+    Ok(Session { grant: Arc::new(grant), slots, tuning, cancel_notify, blocked_notify, client })
 }
 
 /// Reads frames until a method arrives (heartbeats are skipped) and decodes it.

@@ -29,6 +29,7 @@ use warren_protocol::frame::{self, Frame};
 use warren_protocol::spec::{channel as chan, connection};
 use warren_protocol::{method, AMQPClass, AmqpError, ReplyCode, Scope};
 
+use crate::access::{ChannelSlot, Grant, Usage};
 use crate::broker::vhost::VHost;
 use crate::broker::Broker;
 use crate::outbound::Outbound;
@@ -51,8 +52,10 @@ pub(crate) struct Context {
     pub broker: Arc<Broker>,
     /// The vhost opened by the handshake.
     pub vhost: Arc<VHost>,
-    /// The authenticated user (checked against the user-id property).
-    pub user: String,
+    /// The user's rights in the vhost (every operation is checked against them).
+    pub grant: Arc<Grant>,
+    /// The user's open connections and channels (its limits).
+    pub usage: Arc<Usage>,
     /// The frames going to the client.
     pub outbound: Arc<Outbound>,
     /// The client wants basic.cancel when a consumer's queue goes away.
@@ -124,12 +127,14 @@ pub async fn serve<S: Transport>(
         }
     };
     let id = broker.next_connection_id();
-    let span = tracing::info_span!("connection", id, %peer, user = %session.user, vhost = %session.vhost.name);
+    let span = tracing::info_span!("connection", id, %peer, user = %session.grant.user.name, vhost = %session.slots.vhost.name);
     run(broker, stream, rbuf, session, id, peer, shutdown).instrument(span).await;
 }
 
 async fn run<S: Transport>(broker: Arc<Broker>, stream: S, rbuf: BytesMut, session: Session, id: u64, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
-    let Session { user, vhost, tuning, cancel_notify, blocked_notify, client } = session;
+    let Session { grant, slots, tuning, cancel_notify, blocked_notify, client } = session;
+    let vhost = Arc::clone(&slots.vhost);
+    let usage = Arc::clone(&slots.usage);
     info!(client = %client, channel_max = tuning.channel_max, frame_max = tuning.frame_max, heartbeat = tuning.heartbeat, "connection opened");
     broker.metrics.connections_opened.inc();
     broker.metrics.connections.inc();
@@ -150,7 +155,7 @@ async fn run<S: Transport>(broker: Arc<Broker>, stream: S, rbuf: BytesMut, sessi
         )
     };
     let mut conn = Connection {
-        ctx: Context { id, broker: Arc::clone(&broker), vhost, user, outbound: Arc::clone(&outbound), cancel_notify },
+        ctx: Context { id, broker: Arc::clone(&broker), vhost, grant, usage, outbound: Arc::clone(&outbound), cancel_notify },
         channels: HashMap::new(),
         channel_max: tuning.channel_max,
         frame_max: tuning.frame_max,
@@ -161,6 +166,7 @@ async fn run<S: Transport>(broker: Arc<Broker>, stream: S, rbuf: BytesMut, sessi
     let reason = conn.frame_loop(&mut reader, rbuf, heartbeat, shutdown).await;
     // Teardown is the connection's Drop, so it also happens when this task panics.
     drop(conn);
+    drop(slots);
     let _ = writer_task.await;
     info!(%peer, reason = %reason, "connection closed");
 }
@@ -191,6 +197,8 @@ impl Connection {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
         let mut alarm = self.ctx.broker.memory.subscribe();
+        let mut vhost_deleted = self.ctx.vhost.deleted();
+        let mut user_deleted = self.ctx.usage.deleted();
         // Deliveries held unacknowledged past the consumer timeout are looked for once a
         // second, as RabbitMQ's channel tick does.
         let mut ack_check = tokio::time::interval(ACK_CHECK_INTERVAL);
@@ -238,6 +246,14 @@ impl Connection {
                 }
                 _ = shutdown.changed(), if self.closing.is_none() => {
                     self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, "broker shutdown"));
+                }
+                _ = vhost_deleted.wait_for(|deleted| *deleted), if self.closing.is_none() => {
+                    let text = format!("vhost '{}' is deleted", self.ctx.vhost.name);
+                    self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
+                }
+                _ = user_deleted.wait_for(|deleted| *deleted), if self.closing.is_none() => {
+                    let text = format!("user '{}' is deleted", self.ctx.grant.user.name);
+                    self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
                 }
             }
         }
@@ -361,7 +377,7 @@ impl Connection {
                 // backends whose credentials expire (OAuth 2 tokens); the internal user
                 // database, the only one Warren has, never expires, so the secret is not
                 // checked and the connection keeps its user.
-                info!(user = %self.ctx.user, reason = %update.reason, "user updated secret");
+                info!(user = %self.ctx.grant.user.name, reason = %update.reason, "user updated secret");
                 self.ctx.outbound.method(0, &AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {})));
                 None
             }
@@ -387,7 +403,8 @@ impl Connection {
                     .on_method(class_id, method_id));
                 }
                 method::decode(payload)?;
-                self.channels.insert(id, Channel::new(id, Arc::clone(&self.ctx.outbound), self.ctx.cancel_notify));
+                let slot = ChannelSlot::take(&self.ctx.usage, &self.ctx.grant.user)?;
+                self.channels.insert(id, Channel::new(id, Arc::clone(&self.ctx.outbound), self.ctx.cancel_notify, slot));
                 self.ctx.broker.metrics.channels_opened.inc();
                 self.ctx.outbound.method(id, &AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})));
                 Ok(())

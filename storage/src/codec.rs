@@ -237,17 +237,15 @@ pub(crate) fn message_key(queue: &str, offset: u64) -> Vec<u8> {
     k
 }
 
-/// Prefix of the trees that hold each durable queue's messages.
-const QUEUE_TREE_PREFIX: &[u8] = b"queue-messages/";
+/// Store-2's prefix of the trees that held each durable queue's messages.
+pub(crate) const LEGACY_QUEUE_TREE_PREFIX: &[u8] = b"queue-messages/";
 
-/// The tree of queue `name`'s messages.
-pub(crate) fn queue_tree_name(name: &str) -> Vec<u8> {
-    [QUEUE_TREE_PREFIX, name.as_bytes()].concat()
-}
+/// After a vhost's prefix, what names a tree of one queue's messages: `v/<hex>/q/<queue>`.
+pub(crate) const QUEUE_TREE_INFIX: &[u8] = b"q/";
 
-/// True for a tree made by [`queue_tree_name`].
-pub(crate) fn is_queue_tree_name(tree: &[u8]) -> bool {
-    tree.starts_with(QUEUE_TREE_PREFIX)
+/// The key of an access record: `kind`, a NUL, then `key`.
+pub(crate) fn record_key(kind: &str, key: &str) -> Vec<u8> {
+    [kind.as_bytes(), b"\0", key.as_bytes()].concat()
 }
 
 pub(crate) fn offset_of(key: &[u8]) -> Result<u64, StoreError> {

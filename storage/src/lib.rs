@@ -1,7 +1,10 @@
 //! Warren's storage: durable exchanges, queues and bindings, and persistent messages in
-//! durable queues, kept in an embedded sled database.
+//! durable queues, per vhost, and the broker's access records (users, vhosts, permissions,
+//! policies), kept in an embedded sled database.
 //!
-//! The broker calls [`Store`] on every change to durable state; nothing is acknowledged to a
+//! [`Database`] is the data directory; [`Store`] is one vhost's part of it (its trees are
+//! named after the vhost, so deleting a vhost drops them whole). The broker calls [`Store`]
+//! on every change to durable state; nothing is acknowledged to a
 //! client as durable until [`Store::flush`] has returned (publisher confirms wait for it,
 //! and many publishers share one flush). At start [`Store::recover`] returns what survived.
 //! Records are opaque to this crate where the broker owns the meaning (field tables arrive
@@ -15,8 +18,11 @@ use thiserror::Error;
 
 pub use codec::{BindingRecord, ExchangeRecord, QueueRecord, StoredMessage};
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: &str = "warren-store-2";
+/// The on-disk format this build reads and writes: every key and tree carries its vhost.
+pub const FORMAT_VERSION: &str = "warren-store-3";
+
+/// The format before vhosts, migrated in place when opened ([`migrate`]).
+const FORMAT_2: &str = "warren-store-2";
 
 /// Why the store failed.
 #[derive(Debug, Error)]
@@ -79,8 +85,18 @@ pub struct Recovered {
 
 /// The sled database of one data directory.
 #[derive(Debug, Clone)]
+pub struct Database {
+    db: sled::Db,
+    /// The broker's access records by `kind \0 key`, opaque here.
+    access: sled::Tree,
+}
+
+/// One vhost's durable topology and messages.
+#[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
+    /// The vhost's tree-name prefix, `v/<hex of the vhost name>/`.
+    prefix: Vec<u8>,
     exchanges: sled::Tree,
     queues: sled::Tree,
     bindings: sled::Tree,
@@ -186,18 +202,57 @@ const REMOVE_BATCH: usize = 64;
 /// dispatch needs in memory and reads message content once per delivery.
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
-impl Store {
-    /// Opens (or creates) the store in `dir` with the default cache size.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+/// The tree-name prefix of vhost `name`: hex keeps any name unambiguous.
+fn vhost_prefix(name: &str) -> Vec<u8> {
+    let mut p = b"v/".to_vec();
+    for b in name.bytes() {
+        p.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    p.push(b'/');
+    p
+}
+
+/// The trees each vhost has, by their store-2 names (which [`migrate`] renames).
+const VHOST_TREES: [&str; 5] = ["exchanges", "queues", "bindings", "delivered", "queue-last-used"];
+
+/// Copies store-2's vhost-less trees into vhost `vhost`'s trees, then drops the old ones.
+/// Each tree is copied, flushed, then dropped: a crash anywhere leaves the format at
+/// store-2, and running again copies what is left (copies overwrite, so nothing doubles).
+fn migrate(db: &sled::Db, vhost: &str) -> Result<(), StoreError> {
+    let prefix = vhost_prefix(vhost);
+    let mut renames: Vec<(Vec<u8>, Vec<u8>)> = VHOST_TREES.iter().map(|t| (t.as_bytes().to_vec(), [&prefix[..], t.as_bytes()].concat())).collect();
+    for tree in db.tree_names() {
+        if let Some(queue) = tree.strip_prefix(codec::LEGACY_QUEUE_TREE_PREFIX) {
+            renames.push((tree.to_vec(), [&prefix[..], codec::QUEUE_TREE_INFIX, queue].concat()));
+        }
+    }
+    for (old, new) in renames {
+        let (from, to) = (db.open_tree(&old)?, db.open_tree(&new)?);
+        for kv in from.iter() {
+            let (k, v) = kv?;
+            to.insert(k, v)?;
+        }
+        db.flush()?;
+        db.drop_tree(&old)?;
+    }
+    Ok(())
+}
+
+impl Database {
+    /// Opens (or creates) the data directory `dir` with the default cache size; a store-2
+    /// directory is migrated, its contents going to vhost `legacy_vhost`.
+    pub fn open(dir: &Path, legacy_vhost: &str) -> Result<Database, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES, legacy_vhost)
     }
 
-    /// Opens (or creates) the store in `dir`, checking its format version; sled caches at
-    /// most `cache_bytes` of pages in memory.
+    /// Opens (or creates) the data directory `dir`, checking its format version; sled
+    /// caches at most `cache_bytes` of pages in memory. A directory in format store-2 (one
+    /// vhost, unnamed in its keys) is migrated in place, its contents going to vhost
+    /// `legacy_vhost` (the one vhost that build served).
     ///
     /// A lock held by this same process is waited for briefly: sled releases its file lock
     /// from a background thread after the previous handle is dropped.
-    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64, legacy_vhost: &str) -> Result<Database, StoreError> {
         let mut attempts = 0;
         let db = loop {
             match sled::Config::new().path(dir.join("sled")).cache_capacity(cache_bytes).open() {
@@ -218,6 +273,11 @@ impl Store {
         let meta = db.open_tree("meta")?;
         match meta.get("format")? {
             Some(v) if v.as_ref() == FORMAT_VERSION.as_bytes() => {}
+            Some(v) if v.as_ref() == FORMAT_2.as_bytes() => {
+                migrate(&db, legacy_vhost)?;
+                meta.insert("format", FORMAT_VERSION.as_bytes())?;
+                db.flush()?;
+            }
             Some(v) => {
                 return Err(StoreError::UnknownVersion { path: dir.to_path_buf(), found: String::from_utf8_lossy(&v).into_owned() });
             }
@@ -229,14 +289,91 @@ impl Store {
                 db.flush()?;
             }
         }
+        Ok(Database { access: db.open_tree("access")?, db })
+    }
+
+    /// The store of vhost `name` (empty if new).
+    pub fn vhost(&self, name: &str) -> Result<Store, StoreError> {
+        let prefix = vhost_prefix(name);
+        let tree = |t: &str| self.db.open_tree([&prefix[..], t.as_bytes()].concat());
         Ok(Store {
-            exchanges: db.open_tree("exchanges")?,
-            queues: db.open_tree("queues")?,
-            bindings: db.open_tree("bindings")?,
-            delivered: db.open_tree("delivered")?,
-            last_used: db.open_tree("queue-last-used")?,
-            db,
+            exchanges: tree("exchanges")?,
+            queues: tree("queues")?,
+            bindings: tree("bindings")?,
+            delivered: tree("delivered")?,
+            last_used: tree("queue-last-used")?,
+            prefix,
+            db: self.db.clone(),
         })
+    }
+
+    /// The vhosts that have trees in the store (a vhost is named here once opened).
+    pub fn stored_vhosts(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for tree in self.db.tree_names() {
+            let Some(rest) = tree.strip_prefix(b"v/") else { continue };
+            let Some(hex) = rest.strip_suffix(b"/exchanges") else { continue };
+            let bytes: Option<Vec<u8>> = hex.chunks(2).map(|h| std::str::from_utf8(h).ok().and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
+            if let Some(name) = bytes.and_then(|b| String::from_utf8(b).ok()) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// Drops everything vhost `name` stored: its topology and all its messages.
+    pub fn delete_vhost(&self, name: &str) -> Result<(), StoreError> {
+        let prefix = vhost_prefix(name);
+        for tree in self.db.tree_names() {
+            if tree.starts_with(&prefix) {
+                self.db.drop_tree(&tree)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records an access record (`kind` as "user", "vhost", "permission"...; the value is
+    /// the broker's encoding).
+    pub fn put_record(&self, kind: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.access.insert(codec::record_key(kind, key), value)?;
+        Ok(())
+    }
+
+    /// Forgets an access record.
+    pub fn delete_record(&self, kind: &str, key: &str) -> Result<(), StoreError> {
+        self.access.remove(codec::record_key(kind, key))?;
+        Ok(())
+    }
+
+    /// Every access record of `kind`, as `(key, value)` in key order.
+    pub fn records(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = codec::record_key(kind, "");
+        let mut out = Vec::new();
+        for kv in self.access.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let key = String::from_utf8(k[prefix.len()..].to_vec()).map_err(|_| StoreError::Corrupt(format!("{kind} record key")))?;
+            out.push((key, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Makes every change so far durable. Concurrent callers share one sled flush.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Makes every change so far durable, blocking the thread.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The tree of queue `name`'s messages.
+    fn queue_tree(&self, name: &str) -> Vec<u8> {
+        [&self.prefix[..], codec::QUEUE_TREE_INFIX, name.as_bytes()].concat()
     }
 
     /// Records a durable exchange.
@@ -268,7 +405,7 @@ impl Store {
     /// Drops every stored message of queue `name` and their delivery marks (a new queue of
     /// that name calls this first, in case a crash cut an earlier delete short).
     pub fn drop_messages(&self, name: &str) -> Result<(), StoreError> {
-        self.db.drop_tree(codec::queue_tree_name(name))?;
+        self.db.drop_tree(self.queue_tree(name))?;
         self.last_used.remove(name.as_bytes())?;
         let mut batch = sled::Batch::default();
         for key in self.delivered.scan_prefix(codec::queue_prefix(name)).keys() {
@@ -282,7 +419,7 @@ impl Store {
     pub fn queue_store(&self, name: &str) -> Result<QueueStore, StoreError> {
         Ok(QueueStore {
             name: name.to_owned(),
-            messages: self.db.open_tree(codec::queue_tree_name(name))?,
+            messages: self.db.open_tree(self.queue_tree(name))?,
             delivered: self.delivered.clone(),
             last_used: self.last_used.clone(),
         })
@@ -312,18 +449,6 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every change so far durable. Concurrent callers share one sled flush.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
-    /// Makes every change so far durable, blocking the thread.
-    pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
-    }
-
     /// Reads back everything stored: exchanges, queues with their messages in order, and
     /// bindings.
     pub fn recover(&self) -> Result<Recovered, StoreError> {
@@ -338,7 +463,7 @@ impl Store {
                 delivered.insert(codec::offset_of(&k?)?);
             }
             let mut messages = Vec::new();
-            for kv in self.db.open_tree(codec::queue_tree_name(&q.name))?.iter() {
+            for kv in self.db.open_tree(self.queue_tree(&q.name))?.iter() {
                 let (k, v) = kv?;
                 let offset = codec::offset_of(&k)?;
                 let meta = codec::message_meta(&v)?;
@@ -361,9 +486,10 @@ impl Store {
             out.queues.push((q, messages));
         }
         // Message trees of queues deleted just before a crash.
-        let known: std::collections::HashSet<Vec<u8>> = out.queues.iter().map(|(q, _)| codec::queue_tree_name(&q.name)).collect();
+        let known: std::collections::HashSet<Vec<u8>> = out.queues.iter().map(|(q, _)| self.queue_tree(&q.name)).collect();
+        let queue_trees = [&self.prefix[..], codec::QUEUE_TREE_INFIX].concat();
         for tree in self.db.tree_names() {
-            if codec::is_queue_tree_name(&tree) && !known.contains(tree.as_ref()) {
+            if tree.starts_with(&queue_trees) && !known.contains(tree.as_ref()) {
                 self.db.drop_tree(&tree)?;
             }
         }

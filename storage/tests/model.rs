@@ -5,7 +5,14 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use warren_storage::{QueueRecord, Store, StoredMessage};
+use warren_storage::{Database, QueueRecord, Store, StoredMessage};
+
+/// Opens `dir` and the store of vhost `/` in it.
+fn open(dir: &std::path::Path) -> (Database, Store) {
+    let db = Database::open(dir, "/").expect("open");
+    let store = db.vhost("/").expect("vhost");
+    (db, store)
+}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -50,7 +57,7 @@ proptest! {
     #[test]
     fn store_matches_model_across_reopens(ops in proptest::collection::vec(op(), 1..60)) {
         let dir = std::env::temp_dir().join(format!("warren-model-{}-{}", std::process::id(), rand_suffix()));
-        let mut store = Store::open(&dir).expect("open");
+        let (mut db, mut store) = open(&dir);
         let names = ["a", "b", "c"];
         let mut model: Model = BTreeMap::new();
         let record = |name: &str| QueueRecord { name: name.into(), auto_delete: false, arguments: vec![] };
@@ -99,18 +106,18 @@ proptest! {
                     model.get_mut(q).expect("q").clear();
                 }
                 Op::Reopen => {
-                    store.flush_blocking().expect("flush");
-                    drop(store);
-                    store = Store::open(&dir).expect("reopen");
+                    db.flush_blocking().expect("flush");
+                    drop((db, store));
+                    (db, store) = open(&dir);
                     check(&store, &model);
                 }
             }
         }
-        store.flush_blocking().expect("flush");
-        drop(store);
-        let store = Store::open(&dir).expect("reopen");
+        db.flush_blocking().expect("flush");
+        drop((db, store));
+        let (db, store) = open(&dir);
         check(&store, &model);
-        drop(store);
+        drop((db, store));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
@@ -125,8 +132,8 @@ fn rand_suffix() -> u64 {
 #[test]
 fn a_directory_in_use_is_refused() {
     let dir = std::env::temp_dir().join(format!("warren-lock-{}", std::process::id()));
-    let first = Store::open(&dir).expect("open");
-    let err = Store::open(&dir).expect_err("locked");
+    let first = Database::open(&dir, "/").expect("open");
+    let err = Database::open(&dir, "/").expect_err("locked");
     assert!(matches!(err, warren_storage::StoreError::Locked(_)), "{err}");
     drop(first);
     let _ = std::fs::remove_dir_all(&dir);
@@ -140,7 +147,7 @@ fn unknown_format_version_is_refused() {
         db.open_tree("meta").expect("meta").insert("format", &b"warren-store-999"[..]).expect("insert");
         db.flush().expect("flush");
     }
-    let err = Store::open(&dir).expect_err("unknown version");
+    let err = Database::open(&dir, "/").expect_err("unknown version");
     assert!(err.to_string().contains("warren-store-999"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -148,7 +155,7 @@ fn unknown_format_version_is_refused() {
 #[test]
 fn a_deleted_queues_handle_cannot_write_into_its_successor() {
     let dir = std::env::temp_dir().join(format!("warren-successor-{}", std::process::id()));
-    let store = Store::open(&dir).expect("open");
+    let (db, store) = open(&dir);
     let m = |b: &'static [u8]| StoredMessage { exchange: "".into(), routing_key: "q".into(), properties: Bytes::new(), body: Bytes::from_static(b), expires: u64::MAX, priority: 0 };
     let old = store.queue_store("q").expect("queue store");
     old.put_message(1, &m(b"old")).expect("put");
@@ -161,6 +168,48 @@ fn a_deleted_queues_handle_cannot_write_into_its_successor() {
     assert_eq!(new.get_message(2).expect("get"), None, "a late write reached the new queue");
     new.put_message(1, &m(b"new")).expect("put");
     assert_eq!(new.get_message(1).expect("get").map(|m| m.body), Some(Bytes::from_static(b"new")));
-    drop((old, new, store));
+    drop((old, new, store, db));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn vhosts_keep_apart_and_a_deleted_vhost_is_gone_whole() {
+    let dir = std::env::temp_dir().join(format!("warren-vhosts-{}", std::process::id()));
+    let db = Database::open(&dir, "/").expect("open");
+    let m = StoredMessage { exchange: "".into(), routing_key: "q".into(), properties: Bytes::new(), body: Bytes::from_static(b"x"), expires: u64::MAX, priority: 0 };
+    for vhost in ["/", "orders", "/orders"] {
+        let store = db.vhost(vhost).expect("vhost");
+        store.put_queue(&QueueRecord { name: "q".into(), auto_delete: false, arguments: vec![] }).expect("queue");
+        store.queue_store("q").expect("queue store").put_message(1, &m).expect("put");
+    }
+    let mut names = db.stored_vhosts();
+    names.sort();
+    assert_eq!(names, ["/", "/orders", "orders"]);
+    db.delete_vhost("orders").expect("delete vhost");
+    assert_eq!(db.vhost("orders").expect("vhost").recover().expect("recover").queues.len(), 0, "orders is empty again");
+    for vhost in ["/", "/orders"] {
+        let recovered = db.vhost(vhost).expect("vhost").recover().expect("recover");
+        assert_eq!(recovered.queues.len(), 1, "{vhost} kept its queue");
+        assert_eq!(recovered.queues[0].1.len(), 1, "{vhost} kept its message");
+    }
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn access_records_round_trip_by_kind() {
+    let dir = std::env::temp_dir().join(format!("warren-records-{}", std::process::id()));
+    {
+        let db = Database::open(&dir, "/").expect("open");
+        db.put_record("user", "app", b"one").expect("put");
+        db.put_record("user", "admin", b"two").expect("put");
+        db.put_record("vhost", "app", b"three").expect("put");
+        db.delete_record("user", "admin").expect("delete");
+        db.flush_blocking().expect("flush");
+    }
+    let db = Database::open(&dir, "/").expect("reopen");
+    assert_eq!(db.records("user").expect("users"), [("app".to_owned(), b"one".to_vec())]);
+    assert_eq!(db.records("vhost").expect("vhosts"), [("app".to_owned(), b"three".to_vec())]);
+    drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,6 +22,8 @@ pub struct TestBroker {
     pub tls: Option<std::sync::Arc<warren::tls::Tls>>,
     /// Its data directory.
     pub data_dir: std::path::PathBuf,
+    /// The broker itself (users, vhosts and permissions are managed through it).
+    pub broker: std::sync::Arc<warren::broker::Broker>,
     /// Dropping this stops the broker.
     stop: tokio::sync::oneshot::Sender<()>,
     /// The server task.
@@ -61,14 +63,14 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
     adjust(&mut config);
     let config_dir = config.data_dir.clone();
     let server = Server::bind(config).await.expect("bind");
-    let (tls_addr, tls) = (server.tls_addr(), server.tls());
+    let (tls_addr, tls, broker) = (server.tls_addr(), server.tls(), server.broker());
     let addr = server.local_addr().ok().or(tls_addr).expect("addr");
     let data_dir = config_dir;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = rx.await;
     }));
-    TestBroker { addr, tls_addr, tls, data_dir, stop: tx, task }
+    TestBroker { addr, tls_addr, tls, data_dir, broker, stop: tx, task }
 }
 
 /// A new, empty data directory under the system's temp dir.
