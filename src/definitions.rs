@@ -6,7 +6,8 @@
 //!
 //! Keys RabbitMQ writes as metadata (`rabbit_version`, `product_name`, vhost `metadata`...)
 //! are accepted and ignored; things Warren does not implement (runtime parameters other
-//! than vhost limits, policies until they exist) are refused with a message naming them.
+//! than vhost limits, global parameters other than the cluster's name and id, policy keys
+//! it does not act on) are refused with a message naming them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,6 +17,7 @@ use serde_json::Value;
 
 use crate::access::password::{Hashing, PasswordHash};
 use crate::access::{AccessError, Pattern, Permission, TopicPermission, User, UserLimits, VhostInfo, VhostLimits};
+use crate::broker::policy::{Policy, PolicyDef};
 use crate::broker::vhost::{ExchangeSpec, QueueSpec};
 use crate::broker::Broker;
 
@@ -369,7 +371,7 @@ pub struct Definitions {
     pub global_parameters: Vec<GlobalParameterDef>,
     /// Policies.
     #[serde(default)]
-    pub policies: Vec<Value>,
+    pub policies: Vec<PolicyDef>,
     /// Queues.
     #[serde(default)]
     pub queues: Vec<QueueDef>,
@@ -448,9 +450,6 @@ impl Broker {
     }
 
     fn check_definitions(&self, defs: &Definitions) -> Result<Plan, DefinitionsError> {
-        if let Some(p) = defs.policies.first() {
-            return Err(invalid(format!("policy {p}: policies are not supported by this build")));
-        }
         for g in &defs.global_parameters {
             if !METADATA_GLOBALS.contains(&g.name.as_str()) {
                 return Err(invalid(format!("global parameter '{}' is not supported", g.name)));
@@ -491,6 +490,12 @@ impl Broker {
             for (what, pattern) in [("write", &t.write), ("read", &t.read)] {
                 Pattern::check(what, pattern).map_err(|e| invalid(format!("topic permission of user '{}' in vhost '{}': {e}", t.user, t.vhost)))?;
             }
+        }
+        for p in &defs.policies {
+            if !vhosts.contains(&p.vhost) {
+                return Err(invalid(format!("policy '{}': no such vhost '{}'", p.name, p.vhost)));
+            }
+            Policy::new(p.clone()).map_err(|e| invalid(e.to_string()))?;
         }
         for vhost in limits.keys() {
             if !vhosts.contains(vhost) {
@@ -576,6 +581,9 @@ impl Broker {
                 vhost.declare_exchange(exchange_spec(x), false).map_err(|e| e.text)?;
             }
         }
+        for p in &defs.policies {
+            self.set_policy(p.clone())?;
+        }
         for q in &defs.queues {
             if let Some(vhost) = self.vhost(&q.vhost) {
                 vhost.declare_queue(queue_spec(q), false, 0).map_err(|e| e.text)?;
@@ -620,6 +628,7 @@ impl Broker {
         }
         for name in self.vhost_names() {
             let Some(vhost) = self.vhost(&name) else { continue };
+            defs.policies.extend(vhost.policies().iter().map(|p| p.def.clone()));
             vhost.export(&mut defs);
         }
         defs

@@ -153,7 +153,7 @@ pub enum AccessError {
 
 /// A compiled permission pattern.
 #[derive(Debug, Clone)]
-pub(crate) enum Pattern {
+pub enum Pattern {
     /// `.*` (and friends): everything, without running a regex.
     Any,
     /// `""`, which RabbitMQ reads as `^$`: only the empty name.
@@ -170,7 +170,7 @@ impl Pattern {
         Self::compile(what, pattern).map(drop)
     }
 
-    fn compile(what: &'static str, pattern: &str) -> Result<Pattern, AccessError> {
+    pub fn compile(what: &'static str, pattern: &str) -> Result<Pattern, AccessError> {
         match pattern {
             ".*" | "^.*" | "^.*$" | ".*$" => Ok(Pattern::Any),
             "" => Ok(Pattern::Empty),
@@ -178,7 +178,7 @@ impl Pattern {
         }
     }
 
-    fn matches(&self, name: &str) -> bool {
+    pub fn matches(&self, name: &str) -> bool {
         match self {
             Pattern::Any => true,
             Pattern::Empty => name.is_empty(),

@@ -131,6 +131,8 @@ pub struct Exchange {
     /// The `alternate-exchange` argument: where a message goes that this exchange routes
     /// nowhere.
     pub alternate: Option<String>,
+    /// The `alternate-exchange` of the policy that applies, if any (the argument wins).
+    policy_alternate: RwLock<Option<String>>,
     bindings: RwLock<Bindings>,
 }
 
@@ -148,7 +150,28 @@ impl Exchange {
             Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
             _ => None,
         };
-        Exchange { name, kind, durable, auto_delete, internal, arguments, alternate, bindings: RwLock::new(Bindings { list: Vec::new(), index }) }
+        Exchange {
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            alternate,
+            policy_alternate: RwLock::new(None),
+            bindings: RwLock::new(Bindings { list: Vec::new(), index }),
+        }
+    }
+
+    /// Where unroutable messages go: the `alternate-exchange` argument, else the policy's,
+    /// as RabbitMQ resolves it.
+    pub fn alternate_name(&self) -> Option<String> {
+        self.alternate.clone().or_else(|| self.policy_alternate.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Sets the policy's alternate exchange (`None`: no policy applies, or it has none).
+    pub fn set_policy_alternate(&self, alternate: Option<String>) {
+        *self.policy_alternate.write().unwrap_or_else(|p| p.into_inner()) = alternate;
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Bindings> {

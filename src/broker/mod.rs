@@ -10,6 +10,7 @@ pub mod exchange;
 pub mod headers;
 pub mod memory;
 pub mod message;
+pub mod policy;
 pub mod queue;
 pub mod reply_to;
 pub mod topic;
@@ -25,6 +26,7 @@ use durability::{FlushRequest, Flusher};
 use memory::MemoryMonitor;
 use warren_storage::{Database, StoreError};
 use crate::metrics::Metrics;
+use policy::{Policy, PolicyDef};
 use vhost::VHost;
 
 /// A server-generated name: `prefix` and 22 URL-safe base64 characters of randomness, like
@@ -49,6 +51,9 @@ pub fn unique_name(prefix: &str) -> String {
     }
     name
 }
+
+/// The store's record kind of policies.
+const POLICY: &str = "policy";
 
 /// How often delivery marks of unacknowledged stored messages are written.
 const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -134,10 +139,21 @@ impl Broker {
         self.access.set_permissions(user, vhost, Permission { configure: all.clone(), write: all.clone(), read: all })
     }
 
-    fn open_vhost(&self, info: &VhostInfo) -> Result<Arc<VHost>, StoreError> {
+    fn open_vhost(&self, info: &VhostInfo) -> Result<Arc<VHost>, AccessError> {
         let store = self.db.vhost(&info.name)?;
         let recovered = store.recover()?;
-        let vhost = VHost::open(&info.name, store, recovered, self.queue_memory_limit, self.config.consumer_timeout, Arc::clone(&self.memory));
+        let mut policies = Vec::new();
+        for (key, raw) in self.db.records(POLICY)? {
+            if key.split('\0').next() != Some(info.name.as_str()) {
+                continue;
+            }
+            let def: PolicyDef = serde_json::from_slice(&raw).map_err(|e| StoreError::Corrupt(format!("policy record '{key}': {e}")))?;
+            match Policy::new(def) {
+                Ok(p) => policies.push(p),
+                Err(e) => tracing::warn!(vhost = %info.name, error = %e, "skipping a stored policy that is no longer valid"),
+            }
+        }
+        let vhost = VHost::open(&info.name, store, recovered, self.queue_memory_limit, self.config.consumer_timeout, Arc::clone(&self.memory), policies);
         vhost.set_limits(info.limits);
         self.vhosts.write().unwrap_or_else(|p| p.into_inner()).insert(info.name.clone(), Arc::clone(&vhost));
         Ok(vhost)
@@ -153,15 +169,39 @@ impl Broker {
             vhost.set_limits(info.limits);
             return Ok(vhost);
         }
-        Ok(self.open_vhost(&info)?)
+        self.open_vhost(&info)
+    }
+
+    /// Sets a policy (validated as `rabbitmqctl set_policy` validates it; its vhost must
+    /// exist). It applies at once to the vhost's exchanges and to queues declared from now.
+    pub fn set_policy(&self, def: PolicyDef) -> Result<(), AccessError> {
+        let vhost = self.vhost(&def.vhost).ok_or_else(|| AccessError::NoVhost(def.vhost.clone()))?;
+        let policy = Policy::new(def)?;
+        let raw = serde_json::to_vec(&policy.def).unwrap_or_default();
+        self.db.put_record(POLICY, &format!("{}\0{}", policy.def.vhost, policy.def.name), &raw)?;
+        vhost.put_policy(policy);
+        Ok(())
+    }
+
+    /// Removes a policy; one that does not exist is an error, as in RabbitMQ.
+    pub fn clear_policy(&self, vhost: &str, name: &str) -> Result<(), AccessError> {
+        let v = self.vhost(vhost).ok_or_else(|| AccessError::NoVhost(vhost.to_owned()))?;
+        self.db.delete_record(POLICY, &format!("{vhost}\0{name}"))?;
+        if !v.remove_policy(name) {
+            return Err(AccessError::Invalid(format!("policy '{name}' in vhost '{vhost}' does not exist")));
+        }
+        Ok(())
     }
 
     /// Deletes a vhost: its connections are closed (320), its queues' consumers cancelled,
-    /// and its entities, messages and permissions removed.
+    /// and its entities, messages, policies and permissions removed.
     pub fn delete_vhost(&self, name: &str) -> Result<(), AccessError> {
         let vhost = self.vhosts.write().unwrap_or_else(|p| p.into_inner()).remove(name);
         let Some(vhost) = vhost else { return Err(AccessError::NoVhost(name.to_owned())) };
         vhost.shut();
+        for p in vhost.policies() {
+            self.db.delete_record(POLICY, &format!("{name}\0{}", p.def.name))?;
+        }
         self.access.delete_vhost(name)?;
         self.db.delete_vhost(name)?;
         tracing::info!(vhost = %name, "vhost deleted");

@@ -23,6 +23,7 @@ use crate::broker::consumer::Consumer;
 use crate::broker::dead_letter::{self, DeadLetter};
 use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
 use crate::broker::memory::MemoryMonitor;
+use crate::broker::policy::{self, Policy};
 use crate::broker::queue::args::{as_int, as_text, type_name, DeclareFlags, QueueArgs};
 use crate::broker::queue::{Queue, QueueSetup};
 use crate::broker::reply_to::ReplyRegistry;
@@ -112,6 +113,8 @@ pub struct VHost {
     limits: Mutex<VhostLimits>,
     /// Set when the vhost is deleted; its connections close.
     deleted: tokio::sync::watch::Sender<bool>,
+    /// Its policies, by name.
+    policies: RwLock<Vec<Arc<Policy>>>,
 }
 
 fn store_failed(e: StoreError) -> AmqpError {
@@ -158,10 +161,16 @@ impl VHost {
     /// A vhost with the default exchange and the predeclared `amq.*` exchanges, and the
     /// durable entities and messages recovered from `store`.
     /// Each durable queue keeps up to `queue_memory_limit` octets of ready messages in
-    /// memory and pages the rest out to the store.
-    pub fn open(name: &str, store: Store, recovered: Recovered, queue_memory_limit: usize, consumer_timeout: u64, memory: Arc<MemoryMonitor>) -> Arc<Self> {
+    /// memory and pages the rest out to the store. `policies` apply from the start.
+    pub fn open(name: &str, store: Store, recovered: Recovered, queue_memory_limit: usize, consumer_timeout: u64, memory: Arc<MemoryMonitor>, policies: Vec<Policy>) -> Arc<Self> {
         let vhost = Arc::new_cyclic(|me| Self::new(name, me.clone(), store, queue_memory_limit, consumer_timeout, memory));
+        {
+            let mut list = vhost.policies.write().unwrap_or_else(|p| p.into_inner());
+            list.extend(policies.into_iter().map(Arc::new));
+            list.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+        }
         vhost.restore(recovered);
+        vhost.apply_policies();
         vhost
     }
 
@@ -183,7 +192,7 @@ impl VHost {
             };
             let flags = DeclareFlags { durable: true, exclusive: false, auto_delete: q.auto_delete, server_named: false };
             let args = match QueueArgs::parse(&arguments, &q.name, &self.name, flags) {
-                Ok(args) => args,
+                Ok(args) => self.with_policy(&q.name, args, &arguments),
                 Err(e) => {
                     warn!(queue = %q.name, error = %e, "skipping a queue whose stored arguments are invalid");
                     continue;
@@ -256,6 +265,54 @@ impl VHost {
             connections: AtomicU64::new(0),
             limits: Mutex::default(),
             deleted: tokio::sync::watch::Sender::new(false),
+            policies: RwLock::default(),
+        }
+    }
+
+    /// The policies, in name order.
+    pub fn policies(&self) -> Vec<Arc<Policy>> {
+        self.policies.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds or replaces a policy and applies the policies anew to the exchanges (queues
+    /// take theirs when declared or restored).
+    pub fn put_policy(&self, p: Policy) {
+        {
+            let mut list = self.policies.write().unwrap_or_else(|p| p.into_inner());
+            list.retain(|q| q.def.name != p.def.name);
+            list.push(Arc::new(p));
+            list.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+        }
+        self.apply_policies();
+    }
+
+    /// Removes a policy (false when there is none of that name).
+    pub fn remove_policy(&self, name: &str) -> bool {
+        let removed = {
+            let mut list = self.policies.write().unwrap_or_else(|p| p.into_inner());
+            let before = list.len();
+            list.retain(|q| q.def.name != name);
+            list.len() != before
+        };
+        self.apply_policies();
+        removed
+    }
+
+    /// Gives every exchange the alternate exchange of the policy that now applies to it.
+    fn apply_policies(&self) {
+        let policies = self.policies();
+        let exchanges: Vec<Arc<Exchange>> = self.exchanges.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for x in exchanges {
+            x.set_policy_alternate(policy::choose(&policies, |p| p.matches_exchange(&x.name)).and_then(|p| p.settings.alternate_exchange.clone()));
+        }
+    }
+
+    /// A new queue's effective arguments: the policy that applies, combined with `args`.
+    fn with_policy(&self, name: &str, args: QueueArgs, arguments: &FieldTable) -> QueueArgs {
+        let policies = self.policies.read().unwrap_or_else(|p| p.into_inner());
+        match policy::choose(&policies, |p| p.matches_queue(name, args.kind)) {
+            Some(p) => p.settings.apply(&args, arguments),
+            None => args,
         }
     }
 
@@ -402,6 +459,8 @@ impl VHost {
                 .map_err(store_failed)?;
         }
         let exchange = Arc::new(Exchange::new(spec.name.clone(), kind, spec.durable, spec.auto_delete, spec.internal, spec.arguments));
+        let policies = self.policies();
+        exchange.set_policy_alternate(policy::choose(&policies, |p| p.matches_exchange(&exchange.name)).and_then(|p| p.settings.alternate_exchange.clone()));
         self.exchanges.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&exchange));
         Ok(exchange)
     }
@@ -618,6 +677,7 @@ impl VHost {
         // Validated only for a new queue, as RabbitMQ does.
         let args = QueueArgs::parse(&spec.arguments, &spec.name, &self.name, flags)?;
         self.check_queue_limit(&spec.name)?;
+        let args = self.with_policy(&spec.name, args, &spec.arguments);
         let store = if spec.durable {
             // Messages a crash left from an earlier queue of this name are not the new one's.
             self.store.drop_messages(&spec.name).map_err(store_failed)?;
@@ -838,7 +898,7 @@ impl VHost {
 
     /// The alternate exchange of `exchange`, if it names one that exists.
     fn alternate_of(&self, exchange: &Exchange) -> Option<Arc<Exchange>> {
-        exchange.alternate.as_deref().and_then(|name| self.exchange(name))
+        exchange.alternate_name().and_then(|name| self.exchange(&name))
     }
 
     /// Routes messages that queues gave up to their dead-letter exchanges. A queue that
