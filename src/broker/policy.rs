@@ -113,7 +113,7 @@ impl Settings {
             match key.as_str() {
                 "message-ttl" => s.message_ttl = Some(count(key, v, "message TTL").and_then(|n| if n <= MAX_EXPIRY { Ok(n) } else { Err(format!("{n} is not a valid message TTL")) })?),
                 "expires" => {
-                    s.expires = Some(count(key, v, "queue expiry").and_then(|n| if n >= 1 && n <= MAX_EXPIRY { Ok(n) } else { Err(format!("{n} is not a valid queue expiry")) })?);
+                    s.expires = Some(count(key, v, "queue expiry").and_then(|n| if (1..=MAX_EXPIRY).contains(&n) { Ok(n) } else { Err(format!("{n} is not a valid queue expiry")) })?);
                 }
                 "max-length" => s.max_length = Some(count(key, v, "maximum length")?),
                 "max-length-bytes" => s.max_length_bytes = Some(count(key, v, "maximum length in bytes")?),
@@ -218,7 +218,7 @@ impl Policy {
 
 /// The policy of highest priority among `policies` that `matches` (ties: the first in
 /// name order, as RabbitMQ leaves them unordered).
-pub fn choose<'a>(policies: &'a [std::sync::Arc<Policy>], matches: impl Fn(&Policy) -> bool) -> Option<&'a std::sync::Arc<Policy>> {
+pub fn choose(policies: &[std::sync::Arc<Policy>], matches: impl Fn(&Policy) -> bool) -> Option<&std::sync::Arc<Policy>> {
     policies.iter().filter(|p| matches(p)).fold(None, |best: Option<&std::sync::Arc<Policy>>, p| match best {
         Some(b) if b.def.priority >= p.def.priority => Some(b),
         _ => Some(p),
