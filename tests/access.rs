@@ -235,6 +235,9 @@ async fn vhost_access_logins_and_unknown_vhosts_are_refused_as_rabbitmq() {
     assert_eq!(reply_text(&e), "NOT_ALLOWED - vhost nosuch not found");
     let e = Connection::connect(&format!("amqp://full:wrong@{}/{VHOST}", b.addr), ConnectionProperties::default()).await.expect_err("wrong password");
     assert_eq!(reply_code(&e), Some(403), "{e:?}");
+    assert_eq!(reply_text(&e), "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.");
+    let e = Connection::connect(&format!("amqp://nobody:x@{}/{VHOST}", b.addr), ConnectionProperties::default()).await.expect_err("unknown user");
+    assert_eq!(reply_code(&e), Some(403), "an unknown user is refused like a wrong password: {e:?}");
     // Empty patterns still open the vhost (having permissions at all is what counts).
     b.broker.access.set_permissions("stranger", VHOST, perm("", "", "")).expect("permissions");
     connect_as(&b, "stranger", VHOST).await.expect("an entry with empty patterns opens the vhost");

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::debug;
+use tracing::{debug, warn};
 use warren_protocol::frame::{self, Frame, PROTOCOL_HEADER};
 use warren_protocol::spec::connection;
 use warren_protocol::tune::{self, Tuning};
@@ -123,13 +123,16 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let mechanism = start_ok.mechanism.as_str();
     let loopback = peer.ip().is_loopback();
-    let refused = |user: Option<&str>, why: &str| HandshakeError::Refused {
-        error: AmqpError::connection(
-            ReplyCode::AccessRefused,
-            format!("Login was refused using authentication mechanism {mechanism}: {why}"),
-        )
-        .on_method(10, 11),
-        user: user.map(str::to_owned),
+    // As RabbitMQ: the client hears only that the login was refused; the log says why.
+    let refused = |user: Option<&str>, why: &str| {
+        warn!(%peer, user = user.unwrap_or("?"), mechanism, reason = why, "{mechanism} login refused");
+        HandshakeError::Refused {
+            error: AmqpError::connection(
+                ReplyCode::AccessRefused,
+                format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
+            ),
+            user: user.map(str::to_owned),
+        }
     };
     let user = match (mechanism, cert_login) {
         // SASL EXTERNAL: the response carries nothing we use (RabbitMQ ignores it too);
