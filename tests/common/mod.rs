@@ -33,8 +33,14 @@ pub struct TestBroker {
 impl TestBroker {
     /// Stops the broker gracefully and waits until it has finished.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        // The test's handle goes first, so the broker (and its store) is dropped by the
+        // server task as it ends; then its background tasks get to finish, so a broker
+        // started next on the same directory finds it unlocked.
+        let TestBroker { stop, task, broker, .. } = self;
+        drop(broker);
+        let _ = stop.send(());
+        let _ = task.await;
+        tokio::task::yield_now().await;
     }
 
     /// The amqp:// URI of the default vhost.
