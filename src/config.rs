@@ -54,6 +54,9 @@ pub struct Config {
     /// MiB of messages held in memory (over all queues) at which publishers are blocked;
     /// 0 means 40% of physical memory, as RabbitMQ's default watermark.
     pub memory_high_watermark_mb: u64,
+    /// MB (10^6 octets) of free disk space below which publishers are blocked (RabbitMQ's
+    /// `disk_free_limit`, 50 MB by default).
+    pub disk_free_limit_mb: u64,
     /// Milliseconds a delivery may stay unacknowledged before its channel is closed with
     /// 406 (RabbitMQ's `consumer_timeout`); 0 turns it off.
     pub consumer_timeout: u64,
@@ -169,6 +172,7 @@ impl Default for Config {
             tls_require_client_cert: false,
             tls_cert_login_from: CertLoginFrom::CommonName,
             definitions: None,
+            disk_free_limit_mb: 50,
         }
     }
 }
@@ -244,6 +248,10 @@ pub struct Cli {
     /// [default: 0].
     #[arg(long, value_name = "MIB")]
     pub memory_high_watermark_mb: Option<u64>,
+    /// MB of free disk space (on the data directory's filesystem) below which connections
+    /// that publish are blocked, as RabbitMQ's disk_free_limit [default: 50].
+    #[arg(long, value_name = "MB")]
+    pub disk_free_limit_mb: Option<u64>,
     /// Milliseconds a delivery may stay unacknowledged before its channel is closed with
     /// 406 PRECONDITION_FAILED and its messages requeued (RabbitMQ's consumer_timeout; a
     /// queue's x-consumer-timeout overrides it); 0 for none [default: 1800000].
@@ -336,7 +344,7 @@ impl Cli {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, default_vhost, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, consumer_timeout, send_timeout, tls_port, tls_cert_login_from);
+        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, default_vhost, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, disk_free_limit_mb, consumer_timeout, send_timeout, tls_port, tls_cert_login_from);
         macro_rules! set_some {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = Some(v); } )* };
         }

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub memory_alarm: IntGauge,
     /// The memory alarm's watermark, in octets of messages held.
     pub memory_limit: IntGauge,
+    /// 1 while the disk alarm blocks publishers.
+    pub disk_alarm: IntGauge,
+    /// The disk alarm's limit, in free octets.
+    pub disk_limit: IntGauge,
 }
 
 impl Metrics {
@@ -66,6 +70,8 @@ impl Metrics {
             connections: gauge("rabbitmq_connections", "Open client connections"),
             memory_alarm: gauge("rabbitmq_alarms_memory_used_watermark", "1 while the memory alarm blocks publishers"),
             memory_limit: gauge("rabbitmq_resident_memory_limit_bytes", "Octets of messages in memory at which publishers are blocked"),
+            disk_alarm: gauge("rabbitmq_alarms_free_disk_space_watermark", "1 while the disk alarm blocks publishers"),
+            disk_limit: gauge("rabbitmq_disk_space_available_limit_bytes", "Free disk octets below which publishers are blocked"),
             registry,
         }
     }

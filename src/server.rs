@@ -92,6 +92,7 @@ impl Server {
             info!(users = defs.users.len(), vhosts = defs.vhosts.len(), queues = defs.queues.len(), exchanges = defs.exchanges.len(), bindings = defs.bindings.len(), "definitions imported");
         }
         broker.start_mark_writer();
+        broker.disk.start();
         Ok(Server { listener, tls, metrics_listener, broker })
     }
 

@@ -55,3 +55,29 @@ async fn publishers_are_blocked_above_the_watermark_until_the_backlog_drains() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn publishers_are_blocked_while_free_disk_space_is_below_the_limit() {
+    // A limit no disk meets: the disk alarm is on from the start.
+    let broker = start_with(|c| c.disk_free_limit_mb = u64::MAX / 1_000_000).await;
+    let (_conn, ch) = broker.channel().await;
+    declare(&ch, "disk").await;
+    let mut publisher = RawConn::handshake(broker.addr).await;
+    publisher.open_channel(1).await;
+    raw_publish(&mut publisher, "disk", b"held").await;
+    let blocked = publisher.expect_method(0, 10, 60).await;
+    assert!(String::from_utf8_lossy(blocked.args()).contains("low on disk"), "reason: {}", blocked.describe());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(declare(&ch, "disk").await.message_count(), 0, "a blocked connection's publish was read");
+    assert!(broker.broker.metrics.render().contains("rabbitmq_alarms_free_disk_space_watermark 1"));
+    // With the limit back at RabbitMQ's 50 MB the alarm clears and the publish goes through.
+    broker.broker.disk.set_limit(50_000_000);
+    publisher.expect_method(0, 10, 61).await;
+    within("the held publish", async {
+        while declare(&ch, "disk").await.message_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(broker.broker.metrics.render().contains("rabbitmq_alarms_free_disk_space_watermark 0"));
+}

@@ -5,6 +5,7 @@
 
 pub mod consumer;
 pub mod dead_letter;
+pub mod disk;
 pub mod durability;
 pub mod exchange;
 pub mod headers;
@@ -58,7 +59,7 @@ const POLICY: &str = "policy";
 /// How often delivery marks of unacknowledged stored messages are written.
 const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The state of one broker: vhosts, users, limits and metrics.
+/// The state of one broker: vhosts, users, limits, alarms and metrics.
 #[derive(Debug)]
 pub struct Broker {
     /// The configuration it runs with.
@@ -67,6 +68,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Message memory and the alarm that blocks publishers.
     pub memory: Arc<MemoryMonitor>,
+    /// Free disk space and the alarm that blocks publishers.
+    pub disk: Arc<disk::DiskMonitor>,
     /// Users, vhost records and permissions.
     pub access: Access,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
@@ -102,12 +105,15 @@ impl Broker {
         let watermark = if config.memory_high_watermark_mb == 0 { memory::default_high_watermark() } else { mib(config.memory_high_watermark_mb) };
         metrics.memory_limit.set(i64::try_from(watermark).unwrap_or(i64::MAX));
         let memory = Arc::new(MemoryMonitor::new(watermark, metrics.memory_alarm.clone()));
+        let disk_limit = config.disk_free_limit_mb.saturating_mul(1_000_000);
+        let disk = Arc::new(disk::DiskMonitor::new(config.data_dir.clone(), disk_limit, metrics.disk_alarm.clone(), metrics.disk_limit.clone()));
         let broker = Broker {
             queue_memory_limit: mib(config.queue_memory_mb),
             flusher: Flusher::start(db.clone()),
             config,
             metrics,
             memory,
+            disk,
             access,
             vhosts: RwLock::default(),
             next_connection_id: AtomicU64::new(1),

@@ -179,7 +179,7 @@ struct Connection {
     frame_max: u32,
     /// Set once we sent connection.close: when to give up waiting for close-ok.
     closing: Option<Instant>,
-    /// Blocked by the memory alarm: the socket is not read.
+    /// Blocked by the memory or disk alarm: the socket is not read.
     blocked: bool,
     /// The client takes connection.blocked / unblocked.
     blocked_notify: bool,
@@ -197,6 +197,7 @@ impl Connection {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
         let mut alarm = self.ctx.broker.memory.subscribe();
+        let mut disk_alarm = self.ctx.broker.disk.subscribe();
         let mut vhost_deleted = self.ctx.vhost.deleted();
         let mut user_deleted = self.ctx.usage.deleted();
         // Deliveries held unacknowledged past the consumer timeout are looked for once a
@@ -206,12 +207,14 @@ impl Connection {
         loop {
             // As RabbitMQ: under the memory alarm a connection runs until it sends a
             // basic.publish, which waits (with everything after it) until the alarm clears.
-            let hold_publish = *alarm.borrow_and_update() && self.closing.is_none();
+            let low_memory = *alarm.borrow_and_update();
+            let low_disk = *disk_alarm.borrow_and_update();
+            let hold_publish = (low_memory || low_disk) && self.closing.is_none();
             let at_publish = match self.drain_frames(&mut rbuf, hold_publish) {
                 Ok(at_publish) => at_publish,
                 Err(Exit(reason)) => return reason,
             };
-            if self.set_blocked(at_publish) {
+            if self.set_blocked(at_publish, if low_memory { "low on memory" } else { "low on disk" }) {
                 // Blocked time does not count as the client's silence.
                 last_read = Instant::now();
             }
@@ -231,6 +234,7 @@ impl Connection {
                     return "no close-ok from client".into();
                 }
                 _ = alarm.changed() => {}
+                _ = disk_alarm.changed() => {}
                 _ = ticker.tick() => {
                     if self.closing.is_none() && !self.blocked && !heartbeat.is_zero() && last_read.elapsed() >= heartbeat * 2 {
                         warn!(timeout_secs = heartbeat.as_secs() * 2, "missed heartbeats from client; closing");
@@ -279,18 +283,18 @@ impl Connection {
         }
     }
 
-    /// Blocks or unblocks reading for the memory alarm, telling clients that take
-    /// connection.blocked. Returns true when the state changed.
-    fn set_blocked(&mut self, blocked: bool) -> bool {
+    /// Blocks or unblocks reading for the memory or disk alarm (`reason`), telling clients
+    /// that take connection.blocked. Returns true when the state changed.
+    fn set_blocked(&mut self, blocked: bool, reason: &str) -> bool {
         if blocked == self.blocked {
             return false;
         }
         self.blocked = blocked;
-        info!(blocked, "memory alarm: connection {}", if blocked { "blocked" } else { "unblocked" });
+        info!(blocked, reason, "alarm: connection {}", if blocked { "blocked" } else { "unblocked" });
         // After our connection.close only close-ok may follow.
         if self.blocked_notify && self.closing.is_none() {
             let m = if blocked {
-                connection::AMQPMethod::Blocked(connection::Blocked { reason: "low on memory".into() })
+                connection::AMQPMethod::Blocked(connection::Blocked { reason: reason.into() })
             } else {
                 connection::AMQPMethod::Unblocked(connection::Unblocked {})
             };
