@@ -74,7 +74,7 @@ async fn amqplain_with_a_wrong_password_is_refused() {
         let response = Table::new().str("LOGIN", "guest").str("PASSWORD", "wrong").entries();
         c.send_start_ok("AMQPLAIN", &response).await;
         let close = c.expect_connection_close().await;
-        assert_eq!((close.code, close.class_id, close.method_id), (403, 10, 11), "{close:?}");
+        assert_eq!((close.code, close.class_id, close.method_id), (403, 0, 0), "{close:?}");
     })
     .await;
     assert_alive(&broker).await;
@@ -155,7 +155,7 @@ async fn wrong_password_gets_403_on_a_raw_socket() {
         c.expect_method(0, 10, 10).await;
         c.send_start_ok("PLAIN", &raw::plain("guest", "wrong")).await;
         let close = c.expect_connection_close().await;
-        assert_eq!((close.code, close.class_id, close.method_id), (403, 10, 11), "{close:?}");
+        assert_eq!((close.code, close.class_id, close.method_id), (403, 0, 0), "{close:?}");
         assert!(close.text.starts_with("ACCESS_REFUSED"), "{close:?}");
     })
     .await;
@@ -172,7 +172,7 @@ async fn unknown_user_and_unknown_mechanism_get_403() {
             c.expect_method(0, 10, 10).await;
             c.send_start_ok(mechanism, &response).await;
             let close = c.expect_connection_close().await;
-            assert_eq!((close.code, close.class_id, close.method_id), (403, 10, 11), "{mechanism}: {close:?}");
+            assert_eq!((close.code, close.class_id, close.method_id), (403, 0, 0), "{mechanism}: {close:?}");
         })
         .await;
     }
@@ -186,6 +186,26 @@ async fn wrong_password_fails_lapin_connect() {
     let err = within("connect", Connection::connect(&uri, ConnectionProperties::default())).await.expect_err("must be refused");
     // lapin announces authentication_failure_close and surfaces the connection.close.
     assert_eq!(reply_code(&err), Some(403), "{err:?}");
+    assert_alive(&broker).await;
+}
+
+#[tokio::test]
+async fn a_refused_login_without_authentication_failure_close_just_closes_the_socket() {
+    let broker = start().await;
+    within("refusal", async {
+        let mut c = RawConn::connect(broker.addr).await;
+        c.send(raw::PROTOCOL_HEADER).await;
+        c.expect_method(0, 10, 10).await;
+        // Client properties without capabilities: the spec's old clients.
+        let props = Table::new().str("product", "old-client").encode();
+        let args = Args::new().raw(&props).sstr("PLAIN").lstr(&raw::plain("guest", "wrong")).sstr("en_US");
+        c.send(&raw::method_frame(0, 10, 11, args)).await;
+        match c.read_within(Duration::from_secs(5)).await {
+            Read::Closed => {}
+            other => panic!("expected the socket closed without a frame, got {other:?}"),
+        }
+    })
+    .await;
     assert_alive(&broker).await;
 }
 

@@ -80,12 +80,15 @@ pub enum HandshakeError {
         error: AmqpError,
         /// For a refused login, the user it was for (for the log; never a password).
         user: Option<String>,
+        /// A refused login of a client that did not announce `authentication_failure_close`:
+        /// as the spec and RabbitMQ say, the socket is closed without connection.close.
+        silent: bool,
     },
 }
 
 impl From<AmqpError> for HandshakeError {
     fn from(error: AmqpError) -> Self {
-        HandshakeError::Refused { error, user: None }
+        HandshakeError::Refused { error, user: None, silent: false }
     }
 }
 
@@ -123,6 +126,11 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let mechanism = start_ok.mechanism.as_str();
     let loopback = peer.ip().is_loopback();
+    let capabilities = match start_ok.client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(t)) => t.clone(),
+        _ => FieldTable::default(),
+    };
+    let announces = |cap: &str| matches!(capabilities.inner().get(cap), Some(AMQPValue::Boolean(true)));
     // As RabbitMQ: the client hears only that the login was refused; the log says why.
     let refused = |user: Option<&str>, why: &str| {
         warn!(%peer, user = user.unwrap_or("?"), mechanism, reason = why, "{mechanism} login refused");
@@ -132,6 +140,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
             ),
             user: user.map(str::to_owned),
+            silent: !announces("authentication_failure_close"),
         }
     };
     let user = match (mechanism, cert_login) {
@@ -148,11 +157,6 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let username = user.name.clone();
-    let capabilities = match start_ok.client_properties.inner().get("capabilities") {
-        Some(AMQPValue::FieldTable(t)) => t.clone(),
-        _ => FieldTable::default(),
-    };
-    let announces = |cap: &str| matches!(capabilities.inner().get(cap), Some(AMQPValue::Boolean(true)));
     let (cancel_notify, blocked_notify) = (announces("consumer_cancel_notify"), announces("connection.blocked"));
     let client = match start_ok.client_properties.inner().get("product") {
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
@@ -181,7 +185,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     // RabbitMQ's order: the vhost's connection limit (an unknown vhost fails here), the
     // user's, then the user's permissions in the vhost.
     let vhost_name = open.virtual_host.as_str();
-    let not_allowed = |text: String| HandshakeError::Refused { error: AmqpError::connection(ReplyCode::NotAllowed, text).on_method(10, 40), user: Some(username.clone()) };
+    let not_allowed = |text: String| HandshakeError::Refused { error: AmqpError::connection(ReplyCode::NotAllowed, text).on_method(10, 40), user: Some(username.clone()), silent: false };
     let vhost = broker.vhost(vhost_name).ok_or_else(|| not_allowed(format!("vhost {vhost_name} not found")))?;
     if !vhost.take_connection() {
         let max = vhost.limits().max_connections.unwrap_or_default();

@@ -104,10 +104,13 @@ pub async fn serve<S: Transport>(
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let session = match tokio::time::timeout_at(deadline, handshake::handshake(&mut stream, &mut rbuf, &broker, peer, cert_login.as_ref())).await {
         Ok(Ok(session)) => session,
-        Ok(Err(HandshakeError::Refused { error: e, user })) => {
+        Ok(Err(HandshakeError::Refused { error: e, user, silent })) => {
             match user {
                 Some(user) => warn!(%peer, %user, code = e.code.code(), error = %e, "login refused"),
                 None => warn!(%peer, code = e.code.code(), error = %e, "connection refused during handshake"),
+            }
+            if silent {
+                return;
             }
             let mut wbuf = BytesMut::new();
             frame::encode_method(&mut wbuf, 0, &close_method(&e));
