@@ -198,7 +198,7 @@ async fn a_refused_login_without_authentication_failure_close_just_closes_the_so
         c.expect_method(0, 10, 10).await;
         // Client properties without capabilities: the spec's old clients.
         let props = Table::new().str("product", "old-client").encode();
-        let args = Args::new().raw(&props).sstr("PLAIN").lstr(&raw::plain("guest", "wrong")).sstr("en_US");
+        let args = Args::new().raw(&props).sstr("PLAIN").lstr(raw::plain("guest", "wrong")).sstr("en_US");
         c.send(&raw::method_frame(0, 10, 11, args)).await;
         match c.read_within(Duration::from_secs(5)).await {
             Read::Closed => {}

@@ -109,3 +109,31 @@ async fn policies_survive_a_restart_and_apply_to_recovered_queues() {
     assert_eq!(count(&ch, "kept").await, 1, "the recovered queue has the stored policy");
     b.stop().await;
 }
+
+#[tokio::test]
+async fn setting_changing_and_clearing_a_policy_applies_to_existing_queues() {
+    let b = start().await;
+    let (_conn, ch) = b.channel().await;
+    declare(&ch, "live").await;
+    for i in 0..5u8 {
+        publish(&ch, "", "live", &[i]).await;
+    }
+    assert_eq!(count(&ch, "live").await, 5);
+    // A drop-head limit set later trims the queue at once, oldest first.
+    b.broker.set_policy(policy("cap", "^live$", ApplyTo::Queues, 0, serde_json::json!({"max-length": 2}))).expect("policy");
+    assert_eq!(count(&ch, "live").await, 2);
+    assert_eq!(get_body(&ch, "live").await, Some(vec![3]));
+    // Changed: reject-publish at 1 (one message is in the queue: the next is refused).
+    b.broker.set_policy(policy("cap", "^live$", ApplyTo::Queues, 0, serde_json::json!({"max-length": 1, "overflow": "reject-publish"}))).expect("changed");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    let sent = ch.basic_publish("".into(), "live".into(), BasicPublishOptions::default(), b"over", lapin::BasicProperties::default()).await;
+    assert!(sent.expect("publish").await.expect("confirm").is_nack(), "reject-publish nacks");
+    // Cleared: no limit any more.
+    b.broker.clear_policy("/", "cap").expect("clear");
+    for _ in 0..3 {
+        let sent = ch.basic_publish("".into(), "live".into(), BasicPublishOptions::default(), b"more", lapin::BasicProperties::default()).await;
+        assert!(sent.expect("publish").await.expect("confirm").is_ack());
+    }
+    assert_eq!(count(&ch, "live").await, 4);
+    b.stop().await;
+}

@@ -93,7 +93,7 @@ pub fn check_arguments(args: &amq_protocol::types::FieldTable, queue: &Queue) ->
     /// Every consume argument RabbitMQ 3.13 knows, over all queue types.
     const KNOWN: &[&str] = &["x-cancel-on-ha-failover", "x-priority", "x-credit", "x-stream-offset", "x-stream-filter", "x-stream-match-unfiltered"];
     let rs = format!("queue '{}' in vhost '{}'", queue.name, queue.vhost);
-    let kind = queue.args.kind;
+    let kind = queue.args().kind;
     for (key, value) in args {
         let key = key.as_str();
         if !KNOWN.contains(&key) {

@@ -274,8 +274,7 @@ impl VHost {
         self.policies.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Adds or replaces a policy and applies the policies anew to the exchanges (queues
-    /// take theirs when declared or restored).
+    /// Adds or replaces a policy and applies the policies anew to every exchange and queue.
     pub fn put_policy(&self, p: Policy) {
         {
             let mut list = self.policies.write().unwrap_or_else(|p| p.into_inner());
@@ -298,12 +297,21 @@ impl VHost {
         removed
     }
 
-    /// Gives every exchange the alternate exchange of the policy that now applies to it.
+    /// Gives every exchange the alternate exchange of the policy that now applies to it,
+    /// and every queue its arguments combined with its policy (or none).
     fn apply_policies(&self) {
         let policies = self.policies();
         let exchanges: Vec<Arc<Exchange>> = self.exchanges.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         for x in exchanges {
             x.set_policy_alternate(policy::choose(&policies, |p| p.matches_exchange(&x.name)).and_then(|p| p.settings.alternate_exchange.clone()));
+        }
+        let queues: Vec<Arc<Queue>> = self.queues.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for q in queues {
+            let flags = DeclareFlags { durable: q.durable(), exclusive: q.exclusive_owner.is_some(), auto_delete: q.auto_delete, server_named: q.name.starts_with("amq.gen-") };
+            match QueueArgs::parse(&q.arguments, &q.name, &self.name, flags) {
+                Ok(declared) => q.set_args(self.with_policy(&q.name, declared, &q.arguments)),
+                Err(e) => warn!(queue = %q.name, error = %e, "cannot apply policies to a queue whose arguments no longer parse"),
+            }
         }
     }
 
@@ -399,7 +407,7 @@ impl VHost {
                 vhost: self.name.clone(),
                 durable: true,
                 auto_delete: q.auto_delete,
-                kind: Some(q.args.kind.as_str().to_owned()),
+                kind: Some(q.args().kind.as_str().to_owned()),
                 arguments: json_table(&q.arguments),
             });
         }
@@ -574,7 +582,7 @@ impl VHost {
         }
         // Only the arguments of the existing queue's type count; values are not
         // validated again on a redeclare.
-        for key in existing.args.equivalence_keys() {
+        for key in existing.args().equivalence_keys() {
             let received = spec.arguments.inner().get(key);
             let current = existing.arguments.inner().get(key);
             if !equivalent_arg(key, received, current) {

@@ -192,7 +192,7 @@ impl Channel {
         }
         let q = self.readable_queue(ctx, c.queue.as_str())?;
         let priority = crate::broker::consumer::check_arguments(&c.arguments, &q)?;
-        if !q.args.kind.allows_global_qos() && self.delivery.lock().prefetch_global != 0 {
+        if !q.args().kind.allows_global_qos() && self.delivery.lock().prefetch_global != 0 {
             return Err(AmqpError::connection(
                 ReplyCode::NotImplemented,
                 format!("queue '{}' in vhost '{}' does not support global qos", q.name, q.vhost),

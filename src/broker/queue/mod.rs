@@ -40,6 +40,7 @@ use crate::broker::consumer::Consumer;
 use crate::broker::dead_letter::{DeadLetter, Reason};
 use crate::broker::memory::MemoryMonitor;
 use crate::broker::message::{now_ms, Message};
+use arc_swap::ArcSwap;
 use crate::broker::vhost::VHost;
 use args::{Overflow, QueueArgs};
 use consumers::Consumers;
@@ -105,8 +106,9 @@ pub struct Queue {
     pub auto_delete: bool,
     /// The declare arguments as sent (redeclare equivalence compares them).
     pub arguments: FieldTable,
-    /// What the arguments ask for.
-    pub args: QueueArgs,
+    /// What the arguments, with the policy that applies, ask for now (a policy change
+    /// swaps it; readers take the current one without a lock).
+    args: ArcSwap<QueueArgs>,
     /// The vhost, to route dead letters into and to delete an expired queue from.
     home: Weak<VHost>,
     /// This queue, for the timer task it starts.
@@ -131,7 +133,9 @@ pub struct Queue {
     /// When the queue was last used (x-expires), in Unix milliseconds.
     last_used: AtomicU64,
     /// Milliseconds a delivery may stay unacknowledged (0: no limit).
-    consumer_timeout: u64,
+    consumer_timeout: AtomicU64,
+    /// The broker's consumer timeout, for when neither argument nor policy sets one.
+    default_consumer_timeout: u64,
     state: Mutex<QueueState>,
 }
 
@@ -188,7 +192,8 @@ impl Queue {
     /// A new, empty queue.
     pub fn create(setup: QueueSetup) -> Arc<Queue> {
         let QueueSetup { name, vhost, vhost_name, exclusive_owner, auto_delete, arguments, args, store, memory, consumer_timeout } = setup;
-        let consumer_timeout = args.consumer_timeout.unwrap_or(consumer_timeout);
+        let default_consumer_timeout = consumer_timeout;
+        let consumer_timeout = AtomicU64::new(args.consumer_timeout.unwrap_or(consumer_timeout));
         let (store, memory_limit) = match store {
             Some((store, limit)) => (Some(store), limit),
             None => (None, usize::MAX),
@@ -202,7 +207,7 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             arguments,
-            args,
+            args: ArcSwap::from_pointee(args),
             home: vhost,
             me: me.clone(),
             store,
@@ -215,25 +220,50 @@ impl Queue {
             armed: AtomicU64::new(NEVER),
             last_used: AtomicU64::new(now),
             consumer_timeout,
+            default_consumer_timeout,
             state: Mutex::new(QueueState { ready: ReadyList::new(bands), consumers: Consumers::new(single_active), ..QueueState::default() }),
         });
-        if let Some(expires) = queue.args.expires {
+        if let Some(expires) = queue.args().expires {
             queue.arm(now.saturating_add(expires));
         }
         queue
     }
 
+    /// What the arguments, with the policy that applies, ask for now.
+    pub fn args(&self) -> arc_swap::Guard<Arc<QueueArgs>> {
+        self.args.load()
+    }
+
+    /// Takes new effective settings (a policy was set, changed or cleared), as RabbitMQ
+    /// applies policy changes to existing queues: a lower drop-head length limit drops at
+    /// once, an expiry starts counting, the consumer timeout changes for new deliveries.
+    pub fn set_args(&self, args: QueueArgs) {
+        let (expires, drop_head) = (args.expires, args.overflow == Overflow::DropHead);
+        self.consumer_timeout.store(args.consumer_timeout.unwrap_or(self.default_consumer_timeout), Ordering::Relaxed);
+        self.args.store(Arc::new(args));
+        let mut letters = Letters::new();
+        let mut st = self.lock();
+        if !st.deleted && drop_head {
+            self.drop_over_limit(&mut st, &mut letters);
+        }
+        self.unlock(st, letters);
+        if let Some(expires) = expires {
+            self.arm(now_ms().saturating_add(expires));
+        }
+    }
+
     /// The consumer timeout in milliseconds (0: none).
     pub fn consumer_timeout(&self) -> u64 {
-        self.consumer_timeout
+        self.consumer_timeout.load(Ordering::Relaxed)
     }
 
     /// When a delivery made now must be acknowledged by ([`NEVER`] without a timeout).
     pub fn ack_deadline(&self) -> u64 {
-        if self.consumer_timeout == 0 {
+        let timeout = self.consumer_timeout.load(Ordering::Relaxed);
+        if timeout == 0 {
             NEVER
         } else {
-            now_ms().saturating_add(self.consumer_timeout)
+            now_ms().saturating_add(timeout)
         }
     }
 
@@ -255,19 +285,19 @@ impl Queue {
 
     /// The store, when this queue keeps `msg` on disk: persistent messages of a durable
     /// queue, and every message of a quorum queue.
-    fn store_for(&self, msg: &Message) -> Option<&QueueStore> {
-        self.store.as_ref().filter(|_| msg.persistent || self.args.kind.stores_every_message())
+    fn store_for(&self, msg: &Message, args: &QueueArgs) -> Option<&QueueStore> {
+        self.store.as_ref().filter(|_| msg.persistent || args.kind.stores_every_message())
     }
 
     /// The band a message of `priority` goes to.
     fn band_of(&self, priority: u8) -> u8 {
-        self.args.max_priority.map_or(0, |max| priority.min(max))
+        self.args().max_priority.map_or(0, |max| priority.min(max))
     }
 
     /// The metadata of a message entering the queue at `now`: its TTL is the lower of its
     /// own and the queue's.
-    fn meta_for(&self, msg: &Message, now: u64) -> EntryMeta {
-        let ttl = match (msg.ttl, self.args.message_ttl) {
+    fn meta_for(&self, msg: &Message, now: u64, args: &QueueArgs) -> EntryMeta {
+        let ttl = match (msg.ttl, args.message_ttl) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -284,7 +314,7 @@ impl Queue {
     /// its memory limit and the store has the message.
     fn ready_entry(&self, st: &mut QueueState, offset: u64, msg: Arc<Message>, meta: EntryMeta) -> Ready {
         let size = footprint(&msg);
-        if self.store_for(&msg).is_some() && st.ready_bytes + size > self.memory_limit {
+        if self.store_for(&msg, &self.args()).is_some() && st.ready_bytes + size > self.memory_limit {
             return Ready { offset, msg: None, meta };
         }
         st.ready_bytes += size;
@@ -298,7 +328,7 @@ impl Queue {
     /// back from the store if it was paged out).
     fn discard(&self, st: &mut QueueState, r: Ready, reason: Option<Reason>, letters: &mut Letters) {
         self.forget(st, &r);
-        if let (Some(reason), Some(target)) = (reason, &self.args.dead_letter) {
+        if let (Some(reason), Some(target)) = (reason, &self.args().dead_letter) {
             let msg = match &r.msg {
                 Some(m) => Some(Arc::clone(m)),
                 None => self.load(r.offset, r.meta.priority).ok().flatten(),
@@ -310,7 +340,7 @@ impl Queue {
         // A paged-out message is in the store by definition. Its removal joins the batch
         // the mark writer applies off the async workers: a purge or a mass expiry of a long
         // backlog costs the queue's lock no disk work.
-        let stored = r.msg.as_ref().map_or(self.store.is_some(), |m| self.store_for(m).is_some());
+        let stored = r.msg.as_ref().map_or(self.store.is_some(), |m| self.store_for(m, &self.args()).is_some());
         let mut marks = self.marks();
         marks.pending.remove(&r.offset);
         let marked = marks.written.remove(&r.offset);
@@ -326,7 +356,7 @@ impl Queue {
         if entries.is_empty() {
             return;
         }
-        if reason.is_some() && self.args.dead_letter.is_some() {
+        if reason.is_some() && self.args().dead_letter.is_some() {
             for r in entries {
                 self.discard(st, r, reason, letters);
             }
@@ -351,7 +381,7 @@ impl Queue {
         let mut marks = self.marks();
         let Marks { pending, written, removals, .. } = &mut *marks;
         for r in entries {
-            let stored = r.msg.as_ref().is_none_or(|m| self.store_for(m).is_some());
+            let stored = r.msg.as_ref().is_none_or(|m| self.store_for(m, &self.args()).is_some());
             if stored {
                 pending.remove(&r.offset);
                 removals.push((r.offset, written.remove(&r.offset)));
@@ -397,7 +427,7 @@ impl Queue {
         if let Some(Reverse((d, _, _))) = st.deadlines.peek() {
             at = at.min(*d);
         }
-        if let Some(expires) = self.args.expires {
+        if let Some(expires) = self.args().expires {
             if st.consumers.is_empty() {
                 at = at.min(self.last_used.load(Ordering::Relaxed).saturating_add(expires));
             }
@@ -432,7 +462,7 @@ impl Queue {
             return NEVER;
         }
         self.expire(&mut st, now, &mut letters);
-        let unused = self.args.expires.is_some_and(|e| st.consumers.is_empty() && now >= self.last_used.load(Ordering::Relaxed).saturating_add(e));
+        let unused = self.args().expires.is_some_and(|e| st.consumers.is_empty() && now >= self.last_used.load(Ordering::Relaxed).saturating_add(e));
         let next = self.next_deadline(&st);
         // Published under the lock: an enqueue after it sees this deadline and wakes the
         // timer if its own is earlier; one before it is already counted in `next`.
@@ -461,7 +491,7 @@ impl Queue {
     /// Notes a use of the queue (declare, basic.get, a consumer), which restarts the
     /// `x-expires` countdown.
     pub fn touch(&self) {
-        if self.args.expires.is_some() {
+        if self.args().expires.is_some() {
             self.last_used.store(now_ms(), Ordering::Relaxed);
         }
     }
@@ -516,7 +546,7 @@ impl Queue {
     /// if it is still unacknowledged then, so that a restart brings it back redelivered.
     /// Most deliveries are acked before that and never cost a store write.
     pub fn delivered(&self, offset: u64, msg: &Message, settled: bool) {
-        if self.store_for(msg).is_none() {
+        if self.store_for(msg, &self.args()).is_none() {
             return;
         }
         if settled {
@@ -535,7 +565,7 @@ impl Queue {
     /// in RabbitMQ either); one read back from the store (a backlog draining) is removed at
     /// once, which keeps sled's memory flat while a long backlog drains.
     pub fn settled(&self, offset: u64, msg: &Message) {
-        let Some(store) = self.store_for(msg) else { return };
+        let Some(store) = self.store_for(msg, &self.args()) else { return };
         let mut marks = self.marks();
         marks.pending.remove(&offset);
         let marked = marks.written.remove(&offset);
@@ -554,7 +584,7 @@ impl Queue {
     /// dead-lettered with reason `rejected` when the queue has a dead-letter exchange.
     pub fn rejected(&self, offset: u64, msg: &Arc<Message>) {
         self.settled(offset, msg);
-        if let Some(target) = &self.args.dead_letter {
+        if let Some(target) = &self.args().dead_letter {
             if let Some(home) = self.home.upgrade() {
                 home.dead_letter(vec![DeadLetter { msg: Arc::clone(msg), reason: Reason::Rejected, queue: self.name.clone(), target: target.clone() }]);
             }
@@ -586,7 +616,7 @@ impl Queue {
                 Err(e) => error!(queue = %self.name, error = %e, "cannot record a delivery in the store"),
             }
         }
-        if self.args.expires.is_some() {
+        if self.args().expires.is_some() {
             let used = self.last_used.load(Ordering::Relaxed);
             if used != *last_used_written {
                 match store.put_last_used(used) {
@@ -640,25 +670,26 @@ impl Queue {
     }
 
     /// True when one more message of `body_len` octets would break a length limit.
-    fn full(&self, st: &QueueState, body_len: u64) -> bool {
-        self.args.max_length.is_some_and(|max| st.ready.len() as u64 >= max)
-            || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() + body_len > max)
+    fn full(st: &QueueState, body_len: u64, args: &QueueArgs) -> bool {
+        args.max_length.is_some_and(|max| st.ready.len() as u64 >= max) || args.max_length_bytes.is_some_and(|max| st.ready.bytes() + body_len > max)
     }
 
     /// Appends a message (storing it first when the queue keeps it on disk) and
     /// dispatches. The store write happens before the queue lock is taken, so publishers
     /// and consumers of a durable queue do not wait on each other's disk work.
     pub fn enqueue(&self, msg: Arc<Message>) -> Enqueued {
-        let timed = msg.ttl.is_some() || self.args.message_ttl.is_some();
+        // The settings as they are now, loaded once for the whole enqueue.
+        let args = self.args();
+        let timed = msg.ttl.is_some() || args.message_ttl.is_some();
         let now = if timed { now_ms() } else { 0 };
         let mut letters = Letters::new();
-        if self.args.overflow != Overflow::DropHead && (self.args.max_length.is_some() || self.args.max_length_bytes.is_some()) {
+        if args.overflow != Overflow::DropHead && (args.max_length.is_some() || args.max_length_bytes.is_some()) {
             let mut st = self.lock();
             if timed {
                 self.expire(&mut st, now, &mut letters);
             }
-            if self.full(&st, msg.body.len() as u64) {
-                if let (Overflow::RejectPublishDlx, Some(target)) = (self.args.overflow, &self.args.dead_letter) {
+            if Self::full(&st, msg.body.len() as u64, &args) {
+                if let (Overflow::RejectPublishDlx, Some(target)) = (args.overflow, &args.dead_letter) {
                     letters.push(DeadLetter { msg, reason: Reason::Maxlen, queue: self.name.clone(), target: target.clone() });
                 }
                 self.unlock(st, letters);
@@ -666,8 +697,8 @@ impl Queue {
             }
         }
         let offset = self.next_offset.fetch_add(1, Ordering::Relaxed);
-        let meta = self.meta_for(&msg, now);
-        let outcome = match self.store_for(&msg) {
+        let meta = self.meta_for(&msg, now, &args);
+        let outcome = match self.store_for(&msg, &args) {
             Some(store) => {
                 let stored = StoredMessage {
                     exchange: msg.exchange.clone(),
@@ -728,10 +759,10 @@ impl Queue {
 
     /// x-overflow drop-head: the messages at the head make room (dead-lettered `maxlen`).
     fn drop_over_limit(&self, st: &mut QueueState, letters: &mut Letters) {
-        if self.args.max_length.is_none() && self.args.max_length_bytes.is_none() {
+        if self.args().max_length.is_none() && self.args().max_length_bytes.is_none() {
             return;
         }
-        while self.args.max_length.is_some_and(|max| st.ready.len() as u64 > max) || self.args.max_length_bytes.is_some_and(|max| st.ready.bytes() > max) {
+        while self.args().max_length.is_some_and(|max| st.ready.len() as u64 > max) || self.args().max_length_bytes.is_some_and(|max| st.ready.bytes() > max) {
             match st.ready.pop_front() {
                 Some(r) => self.discard(st, r, Some(Reason::Maxlen), letters),
                 None => break,
@@ -757,7 +788,7 @@ impl Queue {
             return false;
         }
         // A quorum queue's redelivery carries its count; the queue keeps the plain message.
-        let counted = (self.args.kind.counts_deliveries() && meta.returns > 0).then(|| with_delivery_count(msg, meta.returns));
+        let counted = (meta.returns > 0 && self.args().kind.counts_deliveries()).then(|| with_delivery_count(msg, meta.returns));
         let wire = counted.as_ref().unwrap_or(msg);
         st.consumers.offer(|c| {
             if c.try_deliver(offset, msg, wire, meta) {
@@ -841,7 +872,7 @@ impl Queue {
         for (offset, msg, mut meta) in messages {
             meta.redelivered = true;
             meta.returns = meta.returns.saturating_add(1);
-            if self.args.delivery_limit.is_some_and(|limit| u64::from(meta.returns) > limit) {
+            if self.args().delivery_limit.is_some_and(|limit| u64::from(meta.returns) > limit) {
                 over_limit.push((offset, msg));
                 continue;
             }
@@ -853,14 +884,14 @@ impl Queue {
         }
         // The length limit applies to requeued messages too (drop-head takes the head, which
         // may be one just requeued), as in RabbitMQ.
-        if self.args.overflow == Overflow::DropHead {
+        if self.args().overflow == Overflow::DropHead {
             self.drop_over_limit(&mut st, &mut letters);
         }
         self.dispatch_locked(&mut st, &mut letters);
         let next = self.next_deadline(&st);
         for (offset, msg) in over_limit {
             self.settled(offset, &msg);
-            if let Some(target) = &self.args.dead_letter {
+            if let Some(target) = &self.args().dead_letter {
                 letters.push(DeadLetter { msg, reason: Reason::DeliveryLimit, queue: self.name.clone(), target: target.clone() });
             }
         }
@@ -889,7 +920,7 @@ impl Queue {
                     }
                 },
             };
-            let wire = (self.args.kind.counts_deliveries() && r.meta.returns > 0).then(|| with_delivery_count(&msg, r.meta.returns));
+            let wire = (r.meta.returns > 0 && self.args().kind.counts_deliveries()).then(|| with_delivery_count(&msg, r.meta.returns));
             break Some(Got { offset: r.offset, wire: wire.unwrap_or_else(|| Arc::clone(&msg)), msg, meta: r.meta, remaining: st.ready.len() as u32 });
         };
         self.unlock(st, letters);
@@ -925,7 +956,7 @@ impl Queue {
         let mut marks = self.marks();
         let Marks { pending, written, removals, .. } = &mut *marks;
         list.into_each(|r| {
-            if r.msg.as_ref().is_none_or(|m| self.store_for(m).is_some()) {
+            if r.msg.as_ref().is_none_or(|m| self.store_for(m, &self.args()).is_some()) {
                 pending.remove(&r.offset);
                 removals.push((r.offset, written.remove(&r.offset)));
             }
@@ -978,14 +1009,14 @@ impl Queue {
         let auto_delete = self.auto_delete && last && st.had_consumers;
         // With single active consumer the next one may just have taken over.
         let mut letters = Letters::new();
-        if self.args.single_active && !st.ready.is_empty() {
+        if self.args().single_active && !st.ready.is_empty() {
             self.dispatch_locked(&mut st, &mut letters);
         }
         self.unlock(st, letters);
         if last {
             // The x-expires countdown starts when the last consumer goes.
             self.touch();
-            if let Some(expires) = self.args.expires {
+            if let Some(expires) = self.args().expires {
                 self.arm(now_ms().saturating_add(expires));
             }
         }
