@@ -120,7 +120,7 @@ impl Outbound {
     pub fn deliver(&self, channel: u16, consumer_tag: &str, delivery_tag: u64, redelivered: bool, msg: &Message) {
         let frame_max = self.frame_max.load(Ordering::Relaxed);
         self.write(|buf| {
-            buf.reserve(64 + consumer_tag.len() + msg.exchange.len() + msg.routing_key.len() + msg.properties.len() + msg.body.len());
+            buf.reserve(64 + consumer_tag.len() + msg.exchange.len() + msg.routing_key.len() + msg.payload.len());
             frame::encode_method_with(buf, channel, 60, 60, |b| {
                 put_short_str(b, consumer_tag);
                 b.put_u64(delivery_tag);
@@ -289,6 +289,6 @@ impl Outbound {
 
 /// Appends a content header and body frames for `msg`.
 fn encode_content(buf: &mut BytesMut, channel: u16, msg: &Message, frame_max: u32) {
-    frame::encode_content_header(buf, channel, msg.body.len() as u64, &msg.properties);
-    frame::encode_body(buf, channel, &msg.body, frame_max);
+    frame::encode_content_header(buf, channel, msg.body().len() as u64, msg.properties());
+    frame::encode_body(buf, channel, msg.body(), frame_max);
 }
