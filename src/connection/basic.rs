@@ -10,7 +10,7 @@ use warren_protocol::{AMQPClass, AmqpError, ReplyCode};
 
 use super::channel::{requeue, Channel, TxSettle};
 use super::Context;
-use crate::broker::consumer::{Consumer, DeliveryState, Unacked};
+use crate::broker::consumer::{Consumer, DeliveryState, Unacked, UNSTAMPED};
 use crate::broker::exchange::Exchange;
 use crate::broker::memory::Held;
 use crate::broker::message::{with_reply_to, without_bcc, Message, SenderSelected};
@@ -273,7 +273,7 @@ impl Channel {
                 ctx.outbound.get_ok(self.id, tag, got.meta.redelivered, got.remaining, &got.wire);
                 if !g.no_ack {
                     q.hold_unacked(&got.msg);
-                    st.unacked.push_back(Unacked { tag, ack_by: q.ack_deadline(), queue: Arc::clone(&q), offset: got.offset, msg: got.msg, meta: got.meta, consumer: None });
+                    st.unacked.push_back(Unacked { tag, ack_by: UNSTAMPED, queue: Arc::clone(&q), offset: got.offset, msg: got.msg, meta: got.meta, consumer: None });
                 }
             }
         }

@@ -229,12 +229,12 @@ impl Queue {
         self.consumer_timeout
     }
 
-    /// When a delivery made now must be acknowledged by ([`NEVER`] without a timeout).
-    pub fn ack_deadline(&self) -> u64 {
+    /// When a delivery made at `now` must be acknowledged by ([`NEVER`] without a timeout).
+    pub fn ack_deadline(&self, now: u64) -> u64 {
         if self.consumer_timeout == 0 {
             NEVER
         } else {
-            now_ms().saturating_add(self.consumer_timeout)
+            now.saturating_add(self.consumer_timeout)
         }
     }
 
