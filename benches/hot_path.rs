@@ -26,7 +26,7 @@ use warren::broker::message::Message;
 use warren::broker::queue::args::{DeclareFlags, QueueArgs};
 use warren::broker::queue::{Queue, QueueSetup};
 use warren::outbound::Outbound;
-use warren_protocol::content::{Assembler, Content};
+use warren_protocol::content::{Assembler, Content, Payload};
 use warren_protocol::frame::{self, Frame};
 use warren_protocol::properties::PropertiesView;
 use warren_protocol::spec::basic;
@@ -100,7 +100,7 @@ fn decode_publish(mut buf: BytesMut) -> Content<basic::Publish> {
 fn bench_frame_decode(c: &mut Criterion) {
     let input = publish_frames();
     let content = decode_publish(input.clone());
-    assert_eq!((content.body.len(), content.method.routing_key.as_str()), (16, "a.b.c"));
+    assert_eq!((content.payload.body().len(), content.method.routing_key.as_str()), (16, "a.b.c"));
 
     let mut g = c.benchmark_group("frame_decode");
     g.throughput(Throughput::Elements(1));
@@ -232,8 +232,7 @@ fn bench_deliver(c: &mut Criterion) {
         let msg = Message {
             exchange: "amq.direct".to_owned(),
             routing_key: "orders".to_owned(),
-            properties: Bytes::from_static(PERSISTENT_PROPERTIES),
-            body: Bytes::from(vec![0x5au8; size]),
+            payload: Payload::copied(PERSISTENT_PROPERTIES, &vec![0x5au8; size]),
             persistent: true,
             from_store: false,
             priority: 0,

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use warren::broker::memory::MemoryMonitor;
 use warren::broker::message::Message;
+use warren_protocol::content::Payload;
 use warren::broker::queue::args::{DeclareFlags, QueueArgs};
 use warren::broker::queue::ready::EntryMeta;
 use warren::broker::queue::{Enqueued, Queue, QueueSetup};
@@ -170,8 +171,7 @@ fn run(c: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let msg = Arc::new(Message {
                     exchange: String::new(),
                     routing_key: "q".into(),
-                    properties: properties(priority, persistent, ttl),
-                    body: body(id, len),
+                    payload: Payload::new(properties(priority, persistent, ttl), body(id, len)),
                     persistent,
                     from_store: false,
                     priority: priority.unwrap_or(0),
@@ -207,8 +207,8 @@ fn run(c: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Some(i) => {
                         let m = model.ready.remove(i);
                         let got = got.ok_or_else(|| TestCaseError::fail(format!("expected message {}", m.id)))?;
-                        prop_assert_eq!(id_of(&got.msg.body), m.id);
-                        prop_assert_eq!(got.msg.body.len(), m.len);
+                        prop_assert_eq!(id_of(got.msg.body()), m.id);
+                        prop_assert_eq!(got.msg.body().len(), m.len);
                         prop_assert_eq!(got.meta.redelivered, m.redelivered, "redelivered flag of {}", m.id);
                         prop_assert_eq!(got.remaining as usize, model.ready.len());
                         queue.delivered(got.offset, &got.msg, false);

@@ -398,7 +398,7 @@ fn check_step(
     let got = match got {
         Err(e) => Expect::Error(e.code),
         Ok(None) => Expect::Pending,
-        Ok(Some(c)) => Expect::Done { id: c.method, properties: c.properties.to_vec(), body: c.body.to_vec() },
+        Ok(Some(c)) => Expect::Done { id: c.method, properties: c.payload.properties().to_vec(), body: c.payload.body().to_vec() },
     };
     assert_eq!(got, expected);
     assert_eq!(a.is_idle(), matches!(model, Model::Idle), "assembler state after {got:?}");

@@ -86,7 +86,7 @@ fn text_of(t: &FieldTable, key: &str) -> Option<String> {
 /// key (and then without its `CC` header) or with the message's own routing keys.
 pub fn rewrite(letter: &DeadLetter) -> Republish {
     let msg = &letter.msg;
-    let props = properties::decode(&msg.properties).unwrap_or_default();
+    let props = properties::decode(msg.properties()).unwrap_or_default();
     let mut headers = props.headers().clone().unwrap_or_default();
     let mut own_keys = vec![msg.routing_key.clone()];
     own_keys.extend(strings(headers.inner().get("CC")));
@@ -153,8 +153,7 @@ pub fn rewrite(letter: &DeadLetter) -> Republish {
     let msg = Message {
         exchange: letter.target.exchange.clone(),
         routing_key: routing_keys.first().cloned().unwrap_or_default(),
-        properties: properties::encode(&props).into(),
-        body: msg.body.clone(),
+        payload: msg.payload.with_properties(properties::encode(&props).into()),
         persistent: msg.persistent,
         from_store: false,
         priority: msg.priority,

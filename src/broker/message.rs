@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
+use warren_protocol::content::Payload;
 
 /// An immutable message. Queues hold it in an `Arc`; its body is the publisher's `Bytes`,
 /// so routing to many queues and delivering to many consumers copies nothing.
@@ -15,10 +16,8 @@ pub struct Message {
     pub exchange: String,
     /// The routing key it was published with.
     pub routing_key: String,
-    /// The basic properties as the publisher encoded them (flags and values).
-    pub properties: Bytes,
-    /// The body.
-    pub body: Bytes,
+    /// The basic properties as the publisher encoded them (flags and values), and the body.
+    pub payload: Payload,
     /// delivery-mode 2.
     pub persistent: bool,
     /// Read back from the store (a paged-out message of a backlog), not received just now.
@@ -30,6 +29,18 @@ pub struct Message {
     /// Routing keys of the `BCC` header, which is removed before the message is stored or
     /// delivered; dead-lettering still routes with them, as RabbitMQ does.
     pub bcc: Option<Arc<[String]>>,
+}
+
+impl Message {
+    /// The basic properties as the publisher encoded them (flags and values).
+    pub fn properties(&self) -> &[u8] {
+        self.payload.properties()
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        self.payload.body()
+    }
 }
 
 /// The extra routing keys a publisher selected with the `CC` and `BCC` headers (arrays of

@@ -956,7 +956,7 @@ impl VHost {
             return;
         };
         let out = dead_letter::rewrite(letter);
-        let view = warren_protocol::properties::PropertiesView::parse(&out.msg.properties).unwrap_or_default();
+        let view = warren_protocol::properties::PropertiesView::parse(out.msg.properties()).unwrap_or_default();
         queues.clear();
         for key in &out.routing_keys {
             self.route(&exchange, key, &mut || view.headers_table(), dests, queues);

@@ -10,8 +10,8 @@ use warren_protocol::{AMQPClass, AmqpError, ReplyCode};
 
 use super::channel::{requeue, Channel, TxSettle};
 use super::Context;
-use crate::broker::consumer::{Consumer, DeliveryState, Unacked};
 use crate::access::{Perm, Resource};
+use crate::broker::consumer::{Consumer, DeliveryState, Unacked, UNSTAMPED};
 use crate::broker::exchange::{Exchange, ExchangeKind};
 use crate::broker::memory::Held;
 use crate::broker::message::{with_reply_to, without_bcc, Message, SenderSelected};
@@ -53,9 +53,9 @@ impl Channel {
         }
         if let Some(tx) = self.tx.as_mut() {
             // Checked now, and the exchange kept, so that commit cannot fail half-way.
-            check_properties(ctx, &PropertiesView::parse(&content.properties).unwrap_or_default())?;
+            check_properties(ctx, &PropertiesView::parse(content.payload.properties()).unwrap_or_default())?;
             // Bounded, so a transaction never committed cannot grow without limit.
-            let size = content.body.len() + content.properties.len();
+            let size = content.payload.len();
             let held = tx.held.get_or_insert_with(|| Held::new(Arc::clone(&ctx.broker.memory)));
             let limit = usize::try_from(ctx.broker.config.max_message_size).unwrap_or(usize::MAX);
             if held.octets() + size > limit {
@@ -73,38 +73,39 @@ impl Channel {
     /// Routes a message to its queues; returns it if mandatory and unroutable; counts it
     /// for publisher confirms (nacked if a queue could not store it).
     pub(super) fn publish(&mut self, ctx: &Context, exchange: &Arc<Exchange>, content: Content<basic::Publish>) -> Result<Published, AmqpError> {
-        let Content { method, properties, body } = content;
-        // One parse per message, borrowed from a handle that shares the octets with the
-        // message; the assembler already validated them.
-        let raw_properties = properties.clone();
-        let view = PropertiesView::parse(&raw_properties).unwrap_or_default();
+        let Content { method, payload } = content;
+        // The assembler already validated the properties.
+        let view = PropertiesView::parse(payload.properties()).unwrap_or_default();
         let ttl = check_properties(ctx, &view)?;
         let persistent = view.persistent();
+        let priority = view.priority.unwrap_or(0);
         // Sender-selected distribution: CC and BCC add routing keys; BCC is removed.
         let selected = view.headers.and_then(|raw| SenderSelected::from_raw(raw, || view.headers_table()));
-        let properties = match &selected {
-            Some(s) if s.has_bcc => without_bcc(&raw_properties).unwrap_or(properties),
-            _ => properties,
-        };
+        let rewritten = if selected.as_ref().is_some_and(|s| s.has_bcc) { without_bcc(payload.properties()) } else { None };
         // Direct reply-to: a request names the channel's own reply address.
-        let properties = if view.reply_to == Some(REPLY_TO.as_bytes()) {
+        let rewritten = if view.reply_to == Some(REPLY_TO.as_bytes()) {
             let address = self.delivery.lock().reply_consumer.as_ref().map(|(_, a)| a.clone());
             let address = address.ok_or_else(|| AmqpError::precondition_failed("fast reply consumer does not exist"))?;
-            let base = if selected.as_ref().is_some_and(|s| s.has_bcc) { properties.clone() } else { raw_properties.clone() };
-            with_reply_to(&base, &address).unwrap_or(properties)
+            let base = rewritten.as_deref().unwrap_or(payload.properties());
+            with_reply_to(base, &address).or(rewritten)
         } else {
-            properties
+            rewritten
+        };
+        let bcc = selected.as_ref().filter(|s| !s.bcc.is_empty()).map(|s| s.bcc.clone().into());
+        // Routing matches the headers as published (a rewrite keeps a copy of them).
+        let (payload, published) = match rewritten {
+            Some(properties) => (payload.with_properties(properties), Some(payload)),
+            None => (payload, None),
         };
         let msg = Arc::new(Message {
             exchange: String::from(method.exchange),
             routing_key: String::from(method.routing_key),
-            properties,
-            body,
+            payload,
             persistent,
             from_store: false,
-            priority: view.priority.unwrap_or(0),
+            priority,
             ttl,
-            bcc: selected.as_ref().filter(|s| !s.bcc.is_empty()).map(|s| s.bcc.clone().into()),
+            bcc,
         });
         ctx.broker.metrics.messages_received.inc();
         if let Some(c) = self.confirms.as_mut() {
@@ -116,6 +117,7 @@ impl Channel {
             self.routed_or_returned(ctx, delivered, method.mandatory, &msg);
             return Ok(Published { stored: false, failed: false });
         }
+        let view = PropertiesView::parse(published.as_ref().map_or(msg.properties(), |p| p.properties())).unwrap_or_default();
         let mut queues = std::mem::take(&mut self.route_buf);
         ctx.vhost.route(exchange, &msg.routing_key, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
         if let Some(s) = &selected {
@@ -279,7 +281,7 @@ impl Channel {
                 ctx.outbound.get_ok(self.id, tag, got.meta.redelivered, got.remaining, &got.wire);
                 if !g.no_ack {
                     q.hold_unacked(&got.msg);
-                    st.unacked.push_back(Unacked { tag, ack_by: q.ack_deadline(), queue: Arc::clone(&q), offset: got.offset, msg: got.msg, meta: got.meta, consumer: None });
+                    st.unacked.push_back(Unacked { tag, ack_by: UNSTAMPED, queue: Arc::clone(&q), offset: got.offset, msg: got.msg, meta: got.meta, consumer: None });
                 }
             }
         }

@@ -33,6 +33,7 @@ use std::time::Duration;
 use amq_protocol::types::{AMQPValue, FieldTable};
 use tokio::sync::Notify;
 use tracing::error;
+use warren_protocol::content::Payload;
 use warren_protocol::AmqpError;
 use warren_storage::{QueueStore, RecoveredMessage, StoredMessage};
 
@@ -63,7 +64,7 @@ pub struct Got {
 
 /// The octets a message in memory counts against a queue's memory limit.
 fn footprint(msg: &Message) -> usize {
-    msg.body.len() + msg.properties.len() + msg.exchange.len() + msg.routing_key.len()
+    msg.payload.len() + msg.exchange.len() + msg.routing_key.len()
 }
 
 /// What a queue is made of, from its declaration or its record.
@@ -257,13 +258,13 @@ impl Queue {
         self.consumer_timeout.load(Ordering::Relaxed)
     }
 
-    /// When a delivery made now must be acknowledged by ([`NEVER`] without a timeout).
-    pub fn ack_deadline(&self) -> u64 {
+    /// When a delivery made at `now` must be acknowledged by ([`NEVER`] without a timeout).
+    pub fn ack_deadline(&self, now: u64) -> u64 {
         let timeout = self.consumer_timeout.load(Ordering::Relaxed);
         if timeout == 0 {
             NEVER
         } else {
-            now_ms().saturating_add(timeout)
+            now.saturating_add(timeout)
         }
     }
 
@@ -304,7 +305,7 @@ impl Queue {
         EntryMeta {
             redelivered: false,
             priority: self.band_of(msg.priority),
-            body_len: u32::try_from(msg.body.len()).unwrap_or(u32::MAX),
+            body_len: u32::try_from(msg.body().len()).unwrap_or(u32::MAX),
             expires: ttl.map_or(NEVER, |t| now.saturating_add(t)),
             returns: 0,
         }
@@ -519,8 +520,7 @@ impl Queue {
             Ok(Some(m)) => Ok(Some(Arc::new(Message {
                 exchange: m.exchange,
                 routing_key: m.routing_key,
-                properties: m.properties,
-                body: m.body,
+                payload: Payload::new(m.properties, m.body),
                 persistent: true,
                 from_store: true,
                 priority,
@@ -688,7 +688,7 @@ impl Queue {
             if timed {
                 self.expire(&mut st, now, &mut letters);
             }
-            if Self::full(&st, msg.body.len() as u64, &args) {
+            if Self::full(&st, msg.body().len() as u64, &args) {
                 if let (Overflow::RejectPublishDlx, Some(target)) = (args.overflow, &args.dead_letter) {
                     letters.push(DeadLetter { msg, reason: Reason::Maxlen, queue: self.name.clone(), target: target.clone() });
                 }
@@ -703,8 +703,8 @@ impl Queue {
                 let stored = StoredMessage {
                     exchange: msg.exchange.clone(),
                     routing_key: msg.routing_key.clone(),
-                    properties: msg.properties.clone(),
-                    body: msg.body.clone(),
+                    properties: msg.payload.properties_bytes(),
+                    body: msg.payload.body_bytes(),
                     expires: meta.expires,
                     priority: meta.priority,
                 };
@@ -1117,9 +1117,9 @@ async fn run_timer(queue: Weak<Queue>, timer: Arc<Notify>) {
 
 /// The message with a quorum queue's `x-delivery-count` header (its returns so far).
 fn with_delivery_count(msg: &Arc<Message>, returns: u32) -> Arc<Message> {
-    let Some(props) = warren_protocol::properties::decode(&msg.properties) else { return Arc::clone(msg) };
+    let Some(props) = warren_protocol::properties::decode(msg.properties()) else { return Arc::clone(msg) };
     let mut headers = props.headers().clone().unwrap_or_default();
     headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(i64::from(returns)));
     let props = props.with_headers(headers);
-    Arc::new(Message { properties: warren_protocol::properties::encode(&props).into(), ..Message::clone(msg) })
+    Arc::new(Message { payload: msg.payload.with_properties(warren_protocol::properties::encode(&props).into()), ..Message::clone(msg) })
 }
