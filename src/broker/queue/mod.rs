@@ -245,7 +245,7 @@ impl Queue {
         let mut letters = Letters::new();
         let mut st = self.lock();
         if !st.deleted && drop_head {
-            self.drop_over_limit(&mut st, &mut letters);
+            self.drop_over_limit(&mut st, &mut letters, &self.args());
         }
         self.unlock(st, letters);
         if let Some(expires) = expires {
@@ -304,7 +304,7 @@ impl Queue {
         };
         EntryMeta {
             redelivered: false,
-            priority: self.band_of(msg.priority),
+            priority: args.max_priority.map_or(0, |max| msg.priority.min(max)),
             body_len: u32::try_from(msg.body().len()).unwrap_or(u32::MAX),
             expires: ttl.map_or(NEVER, |t| now.saturating_add(t)),
             returns: 0,
@@ -313,9 +313,9 @@ impl Queue {
 
     /// A ready entry for `msg`, paged out (content left in the store) when the queue is over
     /// its memory limit and the store has the message.
-    fn ready_entry(&self, st: &mut QueueState, offset: u64, msg: Arc<Message>, meta: EntryMeta) -> Ready {
+    fn ready_entry(&self, st: &mut QueueState, offset: u64, msg: Arc<Message>, meta: EntryMeta, args: &QueueArgs) -> Ready {
         let size = footprint(&msg);
-        if self.store_for(&msg, &self.args()).is_some() && st.ready_bytes + size > self.memory_limit {
+        if self.store_for(&msg, args).is_some() && st.ready_bytes + size > self.memory_limit {
             return Ready { offset, msg: None, meta };
         }
         st.ready_bytes += size;
@@ -742,10 +742,10 @@ impl Queue {
         if msg.ttl.is_some() {
             st.deadlines.push(Reverse((meta.expires, meta.priority, offset)));
         }
-        let entry = self.ready_entry(&mut st, offset, msg, meta);
+        let entry = self.ready_entry(&mut st, offset, msg, meta, &args);
         // Another publisher may have taken a later offset and got the lock first.
         st.ready.insert(entry);
-        self.drop_over_limit(&mut st, &mut letters);
+        self.drop_over_limit(&mut st, &mut letters, &args);
         self.dispatch_locked(&mut st, &mut letters);
         if meta.expires != NEVER {
             let next = self.next_deadline(&st);
@@ -758,11 +758,11 @@ impl Queue {
     }
 
     /// x-overflow drop-head: the messages at the head make room (dead-lettered `maxlen`).
-    fn drop_over_limit(&self, st: &mut QueueState, letters: &mut Letters) {
-        if self.args().max_length.is_none() && self.args().max_length_bytes.is_none() {
+    fn drop_over_limit(&self, st: &mut QueueState, letters: &mut Letters, args: &QueueArgs) {
+        if args.max_length.is_none() && args.max_length_bytes.is_none() {
             return;
         }
-        while self.args().max_length.is_some_and(|max| st.ready.len() as u64 > max) || self.args().max_length_bytes.is_some_and(|max| st.ready.bytes() > max) {
+        while args.max_length.is_some_and(|max| st.ready.len() as u64 > max) || args.max_length_bytes.is_some_and(|max| st.ready.bytes() > max) {
             match st.ready.pop_front() {
                 Some(r) => self.discard(st, r, Some(Reason::Maxlen), letters),
                 None => break,
@@ -879,13 +879,14 @@ impl Queue {
             if meta.expires != NEVER {
                 st.deadlines.push(Reverse((meta.expires, meta.priority, offset)));
             }
-            let entry = self.ready_entry(&mut st, offset, msg, meta);
+            let entry = self.ready_entry(&mut st, offset, msg, meta, &self.args());
             st.ready.insert(entry);
         }
         // The length limit applies to requeued messages too (drop-head takes the head, which
         // may be one just requeued), as in RabbitMQ.
-        if self.args().overflow == Overflow::DropHead {
-            self.drop_over_limit(&mut st, &mut letters);
+        let args = self.args();
+        if args.overflow == Overflow::DropHead {
+            self.drop_over_limit(&mut st, &mut letters, &args);
         }
         self.dispatch_locked(&mut st, &mut letters);
         let next = self.next_deadline(&st);
