@@ -40,7 +40,11 @@ impl Channel {
     /// A whole message arrived: publish it now, or hold it for tx.commit.
     pub(super) fn published(&mut self, ctx: &Context, content: Content<basic::Publish>) -> Result<(), AmqpError> {
         // RabbitMQ's order: write permission, 404, internal, topic permission.
-        ctx.grant.check(Perm::Write, Resource::Exchange, content.method.exchange.as_str())?;
+        let name = content.method.exchange.as_str();
+        if self.write_allowed.as_deref() != Some(name) {
+            ctx.grant.check(Perm::Write, Resource::Exchange, name)?;
+            self.write_allowed = Some(name.to_owned());
+        }
         let exchange = ctx.vhost.exchange_or_404(content.method.exchange.as_str())?;
         if exchange.internal {
             return Err(AmqpError::access_refused(format!(

@@ -112,6 +112,10 @@ pub(crate) struct Channel {
     pub dest_buf: Vec<Destination>,
     /// Octets of the body being assembled, counted toward the memory alarm.
     pub assembling: Option<Held>,
+    /// The exchange this channel last published to, its write permission checked: the
+    /// grant is fixed for the connection, so the check (a regex for most users) runs once
+    /// per exchange change, as RabbitMQ caches permission checks per channel.
+    pub write_allowed: Option<String>,
     /// The channel's place in its user's max-channels.
     _slot: ChannelSlot,
 }
@@ -131,6 +135,7 @@ impl Channel {
             route_buf: Vec::new(),
             dest_buf: Vec::new(),
             assembling: None,
+            write_allowed: None,
             _slot: slot,
         }
     }
