@@ -122,3 +122,9 @@ pub const MAX_SCRAPES: usize = 16;
 
 /// How long one metrics request may take to arrive, and its answer to be read.
 const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
