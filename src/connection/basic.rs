@@ -121,12 +121,14 @@ impl Channel {
             self.routed_or_returned(ctx, delivered, method.mandatory, &msg);
             return Ok(Published { stored: false, failed: false });
         }
-        let view = PropertiesView::parse(published.as_ref().map_or(msg.properties(), |p| p.properties())).unwrap_or_default();
+        // Headers are parsed only if a headers exchange asks for them.
+        let as_published = published.as_ref().map_or(msg.properties(), |p| p.properties());
+        let mut headers = || PropertiesView::parse(as_published).ok().and_then(|v| v.headers_table());
         let mut queues = std::mem::take(&mut self.route_buf);
-        ctx.vhost.route(exchange, &msg.routing_key, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
+        ctx.vhost.route(exchange, &msg.routing_key, &mut headers, &mut self.dest_buf, &mut queues);
         if let Some(s) = &selected {
             for key in s.cc.iter().chain(&s.bcc) {
-                ctx.vhost.route(exchange, key, &mut || view.headers_table(), &mut self.dest_buf, &mut queues);
+                ctx.vhost.route(exchange, key, &mut headers, &mut self.dest_buf, &mut queues);
             }
         }
         let (mut delivered, mut stored, mut failed, mut rejected) = (false, false, false, false);
