@@ -86,11 +86,6 @@ impl PasswordHash {
         PasswordHash { hashing, raw }
     }
 
-    /// A user without a password (logins with a password always fail).
-    pub fn none() -> PasswordHash {
-        PasswordHash { hashing: Hashing::default(), raw: Vec::new() }
-    }
-
     /// Decodes a `password_hash` as RabbitMQ exports it; an empty one means no password.
     pub fn decode(hashing: Hashing, encoded: &str) -> Result<PasswordHash, HashError> {
         let raw = STANDARD.decode(encoded.trim()).map_err(|_| HashError::Base64)?;
@@ -165,6 +160,5 @@ mod tests {
         assert!(matches!(PasswordHash::decode(Hashing::Sha512, &sha256), Err(HashError::Length { .. })));
         assert_eq!(PasswordHash::decode(Hashing::Sha256, "%%%"), Err(HashError::Base64));
         assert!(!PasswordHash::decode(Hashing::Sha256, "").expect("empty is no password").verify(""));
-        assert!(!PasswordHash::none().verify(""));
     }
 }
