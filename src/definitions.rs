@@ -466,6 +466,13 @@ impl Broker {
                 return Err(invalid("a vhost name cannot be empty"));
             }
             v.limits()?;
+            // RabbitMQ 3.13's per-vhost default queue type: only classic, Warren's default,
+            // is honoured; another is refused rather than ignored.
+            if let Some(kind) = v.metadata.as_ref().and_then(|m| m.get("default_queue_type")).and_then(Value::as_str) {
+                if kind != "classic" && kind != "undefined" {
+                    return Err(invalid(format!("vhost '{}': default_queue_type '{kind}' is not supported (queues default to classic)", v.name)));
+                }
+            }
             vhosts.insert(v.name.clone());
         }
         let mut user_names: BTreeSet<String> = self.access.users().iter().map(|u| u.name.clone()).collect();

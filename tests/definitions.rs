@@ -112,10 +112,14 @@ async fn an_inconsistent_file_is_refused_whole_and_nothing_is_applied() {
         (serde_json::json!({"queues": [{"name": "q", "vhost": "/", "durable": true, "arguments": {"x-max-length": "ten"}}]}), "x-max-length"),
         (serde_json::json!({"bindings": [{"source": "nox", "vhost": "/", "destination": "q", "destination_type": "queue", "routing_key": ""}]}), "no such exchange"),
         (serde_json::json!({"parameters": [{"vhost": "/", "component": "federation-upstream", "name": "up", "value": {}}]}), "federation-upstream"),
+        (serde_json::json!({"vhosts": [{"name": "q", "metadata": {"default_queue_type": "quorum"}}]}), "default_queue_type 'quorum'"),
     ] {
         let err = b.broker.import(&serde_json::from_value(bad.clone()).expect("parses")).expect_err("refused");
         assert!(err.to_string().contains(says), "{bad}: {err}");
     }
+    // A user limit Warren does not know is refused when the file is read.
+    let err = Definitions::parse(r#"{"users": [{"name": "u", "password_hash": "", "limits": {"max-queues": 1}}]}"#).expect_err("unknown user limit");
+    assert!(err.to_string().contains("max-queues"), "{err}");
     assert_alive(&b).await;
     b.stop().await;
 }

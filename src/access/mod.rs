@@ -23,8 +23,10 @@ use password::{HashError, Hashing, PasswordHash};
 /// The tag that lets a user publish with another user's `user_id`.
 pub const IMPERSONATOR: &str = "impersonator";
 
-/// A user's limits (`rabbitmqctl set_user_limits`); absent or negative means none.
+/// A user's limits (`rabbitmqctl set_user_limits`); absent or negative means none. Other
+/// limit names are refused, not ignored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserLimits {
     /// Connections the user may have open at once.
     #[serde(rename = "max-connections", default, skip_serializing_if = "Option::is_none")]
