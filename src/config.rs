@@ -22,6 +22,8 @@ pub struct Config {
     pub port: u16,
     /// Port of the Prometheus metrics endpoint; 0 turns it off.
     pub metrics_port: u16,
+    /// Management HTTP API and web UI port; 0 disables it.
+    pub management_port: u16,
     /// Where durable data lives.
     pub data_dir: PathBuf,
     /// tracing filter, e.g. `info` or `warren=debug`.
@@ -147,6 +149,7 @@ impl Default for Config {
             bind: IpAddr::from([0, 0, 0, 0]),
             port: 5672,
             metrics_port: 15692,
+            management_port: 15672,
             data_dir: PathBuf::from("./data"),
             log_level: "info".to_owned(),
             default_user: "guest".to_owned(),
@@ -200,6 +203,10 @@ pub struct Cli {
     /// Prometheus metrics port, 0 to disable [default: 15692].
     #[arg(long)]
     pub metrics_port: Option<u16>,
+    /// Management HTTP API and web UI port (RabbitMQ's API: rabbitmqadmin and `warren ctl`
+    /// use it), 0 to disable [default: 15672].
+    #[arg(long)]
+    pub management_port: Option<u16>,
     /// Directory for durable data [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -344,7 +351,7 @@ impl Cli {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        set!(bind, port, metrics_port, data_dir, log_level, default_user, default_pass, default_vhost, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, disk_free_limit_mb, consumer_timeout, send_timeout, tls_port, tls_cert_login_from);
+        set!(bind, port, metrics_port, management_port, data_dir, log_level, default_user, default_pass, default_vhost, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, disk_free_limit_mb, consumer_timeout, send_timeout, tls_port, tls_cert_login_from);
         macro_rules! set_some {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = Some(v); } )* };
         }

@@ -64,7 +64,8 @@ impl Default for Tags {
 }
 
 impl Tags {
-    fn to_vec(&self) -> Vec<String> {
+    /// The tags, empty ones left out.
+    pub fn to_vec(&self) -> Vec<String> {
         match self {
             Tags::List(v) => v.iter().filter(|t| !t.is_empty()).cloned().collect(),
             Tags::Text(s) => s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect(),

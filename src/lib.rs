@@ -19,6 +19,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod definitions;
+pub mod management;
 pub mod metrics;
 pub mod outbound;
 pub mod server;

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             address = ?server.local_addr().ok(),
             tls_address = ?server.tls_addr(),
             metrics = ?server.metrics_addr(),
+            management = ?server.management_addr(),
             version = env!("CARGO_PKG_VERSION"),
             "Warren is ready"
         );

@@ -1,12 +1,10 @@
-//! Prometheus metrics and the plain-HTTP endpoint that serves them.
+//! The broker's aggregated Prometheus metrics (served by [`crate::management`]).
 //!
 //! Names follow RabbitMQ's Prometheus plugin where a counterpart exists, so existing
 //! dashboards and alerts read Warren unchanged.
 
 
 use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// The broker's counters and gauges.
 #[derive(Debug, Clone)]
@@ -83,45 +81,7 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
     }
-
-    /// Serves `GET /metrics` (any path, in fact) over plain HTTP/1.1 until the task ends.
-    /// Bounded: at most [`MAX_SCRAPES`] requests at once (others wait to be accepted), each
-    /// with [`SCRAPE_TIMEOUT`] to send its request and read the answer; a failing accept
-    /// (out of file descriptors) backs off instead of spinning.
-    pub async fn serve(self, listener: TcpListener) {
-        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
-        loop {
-            let Ok(permit) = std::sync::Arc::clone(&slots).acquire_owned().await else { return };
-            let mut socket = match listener.accept().await {
-                Ok((socket, _)) => socket,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let metrics = self.clone();
-            tokio::spawn(async move {
-                let mut request = [0u8; 1024];
-                // The request itself does not matter; read what arrived and answer.
-                let _ = tokio::time::timeout(SCRAPE_TIMEOUT, socket.read(&mut request)).await;
-                let body = metrics.render();
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tokio::time::timeout(SCRAPE_TIMEOUT, socket.write_all(response.as_bytes())).await;
-                drop(permit);
-            });
-        }
-    }
 }
-
-/// Metrics requests served at once.
-pub const MAX_SCRAPES: usize = 16;
-
-/// How long one metrics request may take to arrive, and its answer to be read.
-const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Default for Metrics {
     fn default() -> Self {

@@ -1,5 +1,6 @@
 //! The listeners: plain AMQP and AMQP over TLS side by side (either can be off, not both),
-//! accepting connections up to one shared limit, one task per connection; serves metrics;
+//! accepting connections up to one shared limit, one task per connection; starts the
+//! management and metrics HTTP listeners;
 //! shuts down gracefully: on the shutdown signal every connection is closed with 320
 //! CONNECTION_FORCED and the server waits for them to finish.
 //!
@@ -20,6 +21,7 @@ use tracing::{error, info, warn};
 use crate::broker::Broker;
 use crate::config::{Config, ConfigError};
 use crate::connection;
+use crate::management;
 use crate::metrics::Metrics;
 use crate::tls::{CertLogin, Tls, TlsError};
 
@@ -61,6 +63,8 @@ pub struct Server {
     /// AMQP over TLS, with the TLS state it serves; `None` unless a certificate is set.
     tls: Option<(TcpListener, Arc<Tls>)>,
     metrics_listener: Option<TcpListener>,
+    /// The management API and web UI; `None` when disabled.
+    management_listener: Option<TcpListener>,
     broker: Arc<Broker>,
 }
 
@@ -84,6 +88,10 @@ impl Server {
             0 => None,
             port => Some(listen("metrics", port).await?),
         };
+        let management_listener = match config.management_port {
+            0 => None,
+            port => Some(listen("the management API", port).await?),
+        };
         // The file is read before the store opens: a bad file changes nothing.
         let definitions = config.definitions.as_deref().map(crate::definitions::Definitions::read).transpose()?;
         let broker = Arc::new(Broker::open(config, Metrics::new())?);
@@ -93,7 +101,7 @@ impl Server {
         }
         broker.start_mark_writer();
         broker.disk.start();
-        Ok(Server { listener, tls, metrics_listener, broker })
+        Ok(Server { listener, tls, metrics_listener, management_listener, broker })
     }
 
     /// The plain AMQP address actually bound (useful with port 0); an error when the plain
@@ -125,15 +133,23 @@ impl Server {
         self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The management API address, if serving it.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Accepts connections until `shutdown` resolves, then closes them all.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, tls, metrics_listener, broker } = self;
+        let Server { listener, tls, metrics_listener, management_listener, broker } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
         if let Some(l) = metrics_listener {
-            tokio::spawn(broker.metrics.clone().serve(l));
+            tokio::spawn(management::serve(l, management::metrics_router(Arc::clone(&broker)), management::METRICS_BOUNDS, stop_rx.clone()));
+        }
+        if let Some(l) = management_listener {
+            tokio::spawn(management::serve(l, management::management_router(Arc::clone(&broker)), management::MANAGEMENT_BOUNDS, stop_rx.clone()));
         }
         let (tls_listener, tls) = tls.unzip();
         let limit = Arc::new(Semaphore::new(broker.config.max_connections));
-        let (stop_tx, stop_rx) = watch::channel(false);
         // Each connection task holds a clone; recv() returns None once all have ended.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         tokio::pin!(shutdown);
@@ -153,6 +169,7 @@ impl Server {
             match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(broker.config.bind, 0));
                     // One deadline for the TLS and the AMQP handshake together.
                     let deadline = Instant::now() + Duration::from_secs(broker.config.handshake_timeout);
                     let broker = Arc::clone(&broker);
@@ -160,10 +177,10 @@ impl Server {
                     let done = done_tx.clone();
                     tokio::spawn(async move {
                         match tls {
-                            None => connection::serve(broker, stream, peer, None, deadline, stop).await,
+                            None => connection::serve(broker, stream, (peer, local), None, deadline, stop).await,
                             Some(tls) => {
                                 if let Some((stream, login)) = tls_handshake(&tls, stream, peer, deadline, &broker, stop.clone()).await {
-                                    connection::serve(broker, stream, peer, login, deadline, stop).await;
+                                    connection::serve(broker, stream, (peer, local), login, deadline, stop).await;
                                 }
                             }
                         }

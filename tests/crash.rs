@@ -20,7 +20,7 @@ const PUBLISHERS: u8 = 3;
 
 fn spawn_broker(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--metrics-port", "0", "--log-level", "warn"])
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--metrics-port", "0", "--management-port", "0", "--log-level", "warn"])
         .args(extra)
         .arg("--data-dir")
         .arg(dir)

@@ -132,7 +132,7 @@ fn the_binary_exits_with_an_error_on_a_bad_definitions_file() {
         let file = dir.join("defs.json");
         std::fs::write(&file, content).expect("write");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--port", "0", "--metrics-port", "0", "--bind", "127.0.0.1"])
+            .args(["--port", "0", "--metrics-port", "0", "--management-port", "0", "--bind", "127.0.0.1"])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--definitions")

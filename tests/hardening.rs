@@ -163,7 +163,7 @@ mod attacks {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let dir = fresh_data_dir();
         let child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--metrics-port", "0", "--log-level", "error"])
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--metrics-port", "0", "--management-port", "0", "--log-level", "error"])
             .args(["--memory-high-watermark-mb", &WATERMARK_MIB.to_string(), "--store-cache-mb", "4", "--send-timeout", "5"])
             .arg("--data-dir")
             .arg(&dir)

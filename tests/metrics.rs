@@ -14,8 +14,12 @@ fn free_port() -> u16 {
 }
 
 async fn scrape(port: u16) -> String {
+    scrape_path(port, "/metrics").await
+}
+
+async fn scrape_path(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("request");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("request");
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.expect("response");
     String::from_utf8_lossy(&out).into_owned()
@@ -28,7 +32,7 @@ async fn metrics_use_rabbitmqs_names_and_idle_sockets_cannot_exhaust_the_listene
     let (_conn, _ch) = b.channel().await;
     let text = within("scrape", scrape(port)).await;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
-    for name in ["rabbitmq_connections 1", "rabbitmq_alarms_memory_used_watermark 0", "rabbitmq_alarms_free_disk_space_watermark 0", "rabbitmq_channels_opened_total 1"] {
+    for name in ["rabbitmq_connections 1", "rabbitmq_alarms_memory_used_watermark 0", "rabbitmq_alarms_free_disk_space_watermark 0", "rabbitmq_channels_opened_total 1", "rabbitmq_identity_info{"] {
         assert!(text.contains(name), "{name} missing in {text}");
     }
     // More idle sockets than the listener serves at once (16): they are accepted a few at a
@@ -44,5 +48,38 @@ async fn metrics_use_rabbitmqs_names_and_idle_sockets_cannot_exhaust_the_listene
     assert!(started.elapsed() >= Duration::from_secs(4), "served before the idle sockets timed out: the listener is not bounded");
     assert_alive(&b).await;
     drop(idle);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_object_and_detailed_metrics_have_rabbitmqs_queue_series() {
+    let port = free_port();
+    let b = start_with(|c| c.metrics_port = port).await;
+    let (conn, ch) = b.channel().await;
+    declare(&ch, "metrics-q").await;
+    for _ in 0..3 {
+        publish(&ch, "", "metrics-q", b"m").await;
+    }
+    let consumer_ch = conn.create_channel().await.expect("channel");
+    consumer_ch.basic_qos(1, lapin::options::BasicQosOptions::default()).await.expect("qos");
+    let mut consumer = consume(&consumer_ch, "metrics-q", "held").await;
+    let _held = next(&mut consumer).await;
+    let text = within("per-object", scrape_path(port, "/metrics/per-object")).await;
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for line in [
+        r#"rabbitmq_queue_messages_ready{vhost="/",queue="metrics-q"} 2"#,
+        r#"rabbitmq_queue_messages_unacked{vhost="/",queue="metrics-q"} 1"#,
+        r#"rabbitmq_queue_messages{vhost="/",queue="metrics-q"} 3"#,
+        r#"rabbitmq_queue_consumers{vhost="/",queue="metrics-q"} 1"#,
+        r#"rabbitmq_queue_messages_published_total{vhost="/",queue="metrics-q"} 3"#,
+        "rabbitmq_identity_info{",
+        "rabbitmq_connection_channels{",
+        "rabbitmq_channel_messages_unacked{",
+    ] {
+        assert!(text.contains(line), "{line} missing in {text}");
+    }
+    let detailed = within("detailed", scrape_path(port, "/metrics/detailed?family=queue_coarse_metrics&vhost=%2F")).await;
+    assert!(detailed.contains(r#"rabbitmq_detailed_queue_messages_ready{vhost="/",queue="metrics-q"} 2"#), "{detailed}");
+    assert!(!detailed.contains("rabbitmq_detailed_queue_consumers"), "family filter ignored: {detailed}");
     b.stop().await;
 }

@@ -41,7 +41,7 @@ struct Broker {
 impl Broker {
     fn spawn(port: u16, dir: &std::path::Path) -> Child {
         Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--metrics-port", "0", "--log-level", "error", "--memory-high-watermark-mb", "256"])
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--metrics-port", "0", "--management-port", "0", "--log-level", "error", "--memory-high-watermark-mb", "256"])
             .arg("--data-dir")
             .arg(dir)
             .stdout(Stdio::null())

@@ -458,7 +458,7 @@ async fn bad_tls_files_stop_the_start() {
     let pki = Pki::new();
     pki.write_server(1, "s");
     let base = || {
-        let mut c = Config { bind: [127, 0, 0, 1].into(), port: 0, metrics_port: 0, data_dir: fresh_data_dir(), ..Config::default() };
+        let mut c = Config { bind: [127, 0, 0, 1].into(), port: 0, metrics_port: 0, management_port: 0, data_dir: fresh_data_dir(), ..Config::default() };
         pki.configure(&mut c, false);
         c
     };
@@ -480,7 +480,7 @@ fn the_binary_exits_non_zero_on_a_bad_certificate() {
     let cert = pki.write("not-a-cert.pem", "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n");
     let key = pki.write("k.pem", &KeyPair::generate().expect("key").serialize_pem());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--tls-port", "0"])
+        .args(["--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--management-port", "0", "--tls-port", "0"])
         .arg("--data-dir")
         .arg(pki.dir.join("data"))
         .arg("--tls-cert")

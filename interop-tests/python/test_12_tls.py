@@ -80,7 +80,7 @@ def tls_broker(tmp_path_factory):
     log = open(d / "warren.log", "wb")
     proc = subprocess.Popen(
         [WARREN_BIN, "--bind", "127.0.0.1", "--port", str(port), "--tls-port", str(tls_port),
-         "--metrics-port", "0", "--data-dir", str(d / "data"),
+         "--metrics-port", "0", "--management-port", "0", "--data-dir", str(d / "data"),
          "--tls-cert", str(d / "server.pem"), "--tls-key", str(d / "server.key"),
          "--tls-client-ca", str(d / "ca.pem")],
         stdout=log, stderr=subprocess.STDOUT)

@@ -154,7 +154,22 @@ pub struct ChannelDelivery {
     pub outbound: Arc<Outbound>,
     /// The client takes basic.cancel from the server (capability consumer_cancel_notify).
     pub cancel_notify: bool,
+    /// The connection's id (the management plane names the channel by it).
+    pub connection: u64,
+    /// What the management plane shows of the channel's modes.
+    pub mode: ChannelMode,
     state: Mutex<DeliveryState>,
+}
+
+/// A channel's modes, written by its connection and read by the management plane.
+#[derive(Debug, Default)]
+pub struct ChannelMode {
+    /// basic.qos global=false: the prefetch of consumers created from now on.
+    pub prefetch_count: std::sync::atomic::AtomicU32,
+    /// In confirm mode.
+    pub confirm: std::sync::atomic::AtomicBool,
+    /// In transaction mode.
+    pub transactional: std::sync::atomic::AtomicBool,
 }
 
 /// What a channel's delivery lock protects.
@@ -178,12 +193,14 @@ pub struct DeliveryState {
 }
 
 impl ChannelDelivery {
-    /// The delivery state of channel `id` writing to `outbound`.
-    pub fn new(id: u16, outbound: Arc<Outbound>, cancel_notify: bool) -> Self {
+    /// The delivery state of channel `id` of connection `connection`, writing to `outbound`.
+    pub fn new(id: u16, connection: u64, outbound: Arc<Outbound>, cancel_notify: bool) -> Self {
         ChannelDelivery {
             id,
             outbound,
             cancel_notify,
+            connection,
+            mode: ChannelMode::default(),
             state: Mutex::new(DeliveryState {
                 next_tag: 0,
                 unacked: VecDeque::new(),

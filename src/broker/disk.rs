@@ -74,6 +74,16 @@ impl DiskMonitor {
         self.alarm.subscribe()
     }
 
+    /// Whether the alarm is on.
+    pub fn alarm(&self) -> bool {
+        *self.alarm.borrow()
+    }
+
+    /// Free octets on the data directory's filesystem now (0 if it cannot be measured).
+    pub fn free(&self) -> u64 {
+        fs2::available_space(&self.dir).unwrap_or(0)
+    }
+
     /// Checks now and then every [`CHECK_INTERVAL`] until the monitor is dropped.
     pub fn start(self: &Arc<Self>) {
         self.check();

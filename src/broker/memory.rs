@@ -75,6 +75,16 @@ impl MemoryMonitor {
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.alarm.subscribe()
     }
+
+    /// The watermark, in octets.
+    pub fn watermark(&self) -> usize {
+        self.high_watermark
+    }
+
+    /// Whether the alarm is on.
+    pub fn alarm(&self) -> bool {
+        *self.alarm.borrow()
+    }
 }
 
 /// The default watermark: 40% of physical memory, as RabbitMQ's default

@@ -3,6 +3,7 @@
 //! [`crate::connection`]) drive it; it never touches a socket itself, only the outbound
 //! frame buffers of the channels it delivers to.
 
+pub mod connections;
 pub mod consumer;
 pub mod dead_letter;
 pub mod disk;
@@ -72,6 +73,10 @@ pub struct Broker {
     pub disk: Arc<disk::DiskMonitor>,
     /// Users, vhost records and permissions.
     pub access: Access,
+    /// The open client connections.
+    pub connections: Arc<connections::Connections>,
+    /// When it opened.
+    pub started: std::time::Instant,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection_id: AtomicU64,
     db: Database,
@@ -115,6 +120,8 @@ impl Broker {
             memory,
             disk,
             access,
+            connections: Arc::default(),
+            started: std::time::Instant::now(),
             vhosts: RwLock::default(),
             next_connection_id: AtomicU64::new(1),
             db,

@@ -25,7 +25,8 @@ use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
 use crate::broker::memory::MemoryMonitor;
 use crate::broker::policy::{self, Policy};
 use crate::broker::queue::args::{as_int, as_text, type_name, DeclareFlags, QueueArgs};
-use crate::broker::queue::{Queue, QueueSetup};
+use crate::broker::message::Message;
+use crate::broker::queue::{Enqueued, Queue, QueueSetup};
 use crate::broker::reply_to::ReplyRegistry;
 
 /// What `exchange.declare` asks for.
@@ -365,9 +366,7 @@ impl VHost {
     /// exchanges, not exclusive queues).
     pub fn export(&self, defs: &mut crate::definitions::Definitions) {
         use crate::definitions::{json_table, BindingDef, ExchangeDef, QueueDef};
-        let mut exchanges: Vec<Arc<Exchange>> = self.exchanges.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        exchanges.sort_by(|a, b| a.name.cmp(&b.name));
-        for x in &exchanges {
+        for x in &self.exchanges() {
             if x.durable && !x.name.is_empty() && !reserved(&x.name) && !x.internal {
                 defs.exchanges.push(ExchangeDef {
                     name: x.name.clone(),
@@ -399,9 +398,7 @@ impl VHost {
                 }
             }
         }
-        let mut queues: Vec<Arc<Queue>> = self.queues.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        queues.sort_by(|a, b| a.name.cmp(&b.name));
-        for q in queues.iter().filter(|q| q.durable()) {
+        for q in self.queues().iter().filter(|q| q.durable()) {
             defs.queues.push(QueueDef {
                 name: q.name.clone(),
                 vhost: self.name.clone(),
@@ -411,6 +408,20 @@ impl VHost {
                 arguments: json_table(&q.arguments),
             });
         }
+    }
+
+    /// Its exchanges, by name.
+    pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
+        let mut all: Vec<Arc<Exchange>> = self.exchanges.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Its queues, by name.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        let mut all: Vec<Arc<Queue>> = self.queues.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     fn serialise(&self) -> MutexGuard<'_, ()> {
@@ -844,6 +855,20 @@ impl VHost {
             return Ok(());
         };
         self.unbind(&source, Destination::Exchange(destination), routing_key, arguments)
+    }
+
+    /// Publishes a message that no channel sent (the management API's publish, the
+    /// aliveness test): routed as [`Self::route`] routes, enqueued, no confirm. True if a
+    /// queue took it.
+    pub fn publish(&self, exchange: &Arc<Exchange>, msg: Arc<Message>) -> bool {
+        let (mut dests, mut queues) = (Vec::new(), Vec::new());
+        let mut headers = || warren_protocol::properties::PropertiesView::parse(msg.properties()).ok().and_then(|v| v.headers_table());
+        self.route(exchange, &msg.routing_key, &mut headers, &mut dests, &mut queues);
+        let mut routed = false;
+        for q in queues {
+            routed |= matches!(q.enqueue(Arc::clone(&msg)), Enqueued::Transient | Enqueued::Stored | Enqueued::Rejected);
+        }
+        routed
     }
 
     /// The queues a message published to `exchange` reaches, each once, following

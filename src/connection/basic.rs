@@ -189,6 +189,7 @@ impl Channel {
             self.redispatch();
         } else {
             self.consumer_prefetch = u32::from(q.prefetch_count);
+            self.delivery.mode.prefetch_count.store(self.consumer_prefetch, std::sync::atomic::Ordering::Relaxed);
         }
         self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
         Ok(())
@@ -346,6 +347,7 @@ impl Channel {
                 for u in &taken {
                     u.queue.release_unacked(&u.msg);
                     if ack_or_drop.is_none() {
+                        u.queue.count_acks(1);
                         u.queue.settled(u.offset, &u.msg);
                     } else {
                         u.queue.rejected(u.offset, &u.msg);

@@ -122,11 +122,11 @@ pub(crate) struct Channel {
 
 impl Channel {
     /// A newly opened channel.
-    pub fn new(id: u16, outbound: Arc<Outbound>, cancel_notify: bool, slot: ChannelSlot) -> Self {
+    pub fn new(id: u16, connection: u64, outbound: Arc<Outbound>, cancel_notify: bool, slot: ChannelSlot) -> Self {
         Channel {
             id,
             phase: ChannelPhase::Open,
-            delivery: Arc::new(ChannelDelivery::new(id, outbound, cancel_notify)),
+            delivery: Arc::new(ChannelDelivery::new(id, connection, outbound, cancel_notify)),
             assembler: Assembler::default(),
             consumer_prefetch: 0,
             confirms: None,
@@ -198,6 +198,7 @@ impl Channel {
                 }
                 if self.confirms.is_none() {
                     self.confirms = Some(Confirms::default());
+                    self.delivery.mode.confirm.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 if !s.nowait {
                     self.reply(ctx, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
@@ -222,6 +223,7 @@ impl Channel {
                 }
                 if self.tx.is_none() {
                     self.tx = Some(Tx::default());
+                    self.delivery.mode.transactional.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 self.reply(ctx, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
                 Ok(())

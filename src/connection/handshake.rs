@@ -62,6 +62,10 @@ pub struct Session {
     pub blocked_notify: bool,
     /// The client's product name, for logs.
     pub client: String,
+    /// What the client announced in start-ok (the management plane shows it).
+    pub client_properties: FieldTable,
+    /// The SASL mechanism it logged in with.
+    pub mechanism: String,
 }
 
 /// Why a handshake ended without a session.
@@ -124,7 +128,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         AMQPClass::Connection(connection::AMQPMethod::StartOk(m)) => m,
         other => return Err(unexpected(&other, "connection.start-ok").into()),
     };
-    let mechanism = start_ok.mechanism.as_str();
+    let mechanism = start_ok.mechanism.as_str().to_owned();
+    let mechanism = mechanism.as_str();
     let loopback = peer.ip().is_loopback();
     let capabilities = match start_ok.client_properties.inner().get("capabilities") {
         Some(AMQPValue::FieldTable(t)) => t.clone(),
@@ -201,7 +206,16 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     frame::encode_method(&mut wbuf, 0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
     stream.write_all(&wbuf).await?;
     debug!(%peer, user = %username, mechanism, vhost = vhost_name, "handshake complete");
-    Ok(Session { grant: Arc::new(grant), slots, tuning, cancel_notify, blocked_notify, client })
+    Ok(Session {
+        grant: Arc::new(grant),
+        slots,
+        tuning,
+        cancel_notify,
+        blocked_notify,
+        client,
+        client_properties: start_ok.client_properties,
+        mechanism: mechanism.to_owned(),
+    })
 }
 
 /// Reads frames until a method arrives (heartbeats are skipped) and decodes it.

@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as Deadline;
 use tracing::{info, warn, Instrument};
 use warren_protocol::frame::{self, Frame};
@@ -31,6 +31,7 @@ use warren_protocol::{method, AMQPClass, AmqpError, ReplyCode, Scope};
 
 use crate::access::{ChannelSlot, Grant, Usage};
 use crate::broker::vhost::VHost;
+use crate::broker::connections::{Command, NewConnection, Registered};
 use crate::broker::Broker;
 use crate::outbound::Outbound;
 use crate::tls::CertLogin;
@@ -64,6 +65,8 @@ pub(crate) struct Context {
 
 /// A byte stream a connection runs on, split into the halves its reader and writer own.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Encrypted (the management plane shows it).
+    const TLS: bool;
     /// The half the frame loop reads.
     type Reader: AsyncRead + Unpin + Send + 'static;
     /// The half the writer task owns.
@@ -73,6 +76,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 }
 
 impl Transport for TcpStream {
+    const TLS: bool = false;
     type Reader = OwnedReadHalf;
     type Writer = OwnedWriteHalf;
     fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
@@ -82,6 +86,7 @@ impl Transport for TcpStream {
 }
 
 impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    const TLS: bool = true;
     type Reader = tokio::io::ReadHalf<Self>;
     type Writer = tokio::io::WriteHalf<Self>;
     fn split(self) -> (Self::Reader, Self::Writer) {
@@ -96,7 +101,7 @@ impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
 pub async fn serve<S: Transport>(
     broker: Arc<Broker>,
     mut stream: S,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     cert_login: Option<CertLogin>,
     deadline: Deadline,
     shutdown: watch::Receiver<bool>,
@@ -131,11 +136,31 @@ pub async fn serve<S: Transport>(
     };
     let id = broker.next_connection_id();
     let span = tracing::info_span!("connection", id, %peer, user = %session.grant.user.name, vhost = %session.slots.vhost.name);
-    run(broker, stream, rbuf, session, id, peer, shutdown).instrument(span).await;
+    let (registered, commands) = broker.connections.register(NewConnection {
+        id,
+        peer,
+        local,
+        tls: S::TLS,
+        user: session.grant.user.name.clone(),
+        vhost: session.slots.vhost.name.clone(),
+        auth_mechanism: session.mechanism.clone(),
+        client_properties: session.client_properties.clone(),
+        tuning: (session.tuning.channel_max, session.tuning.frame_max, session.tuning.heartbeat),
+    });
+    run(broker, stream, rbuf, session, registered, commands, shutdown).instrument(span).await;
 }
 
-async fn run<S: Transport>(broker: Arc<Broker>, stream: S, rbuf: BytesMut, session: Session, id: u64, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
-    let Session { grant, slots, tuning, cancel_notify, blocked_notify, client } = session;
+async fn run<S: Transport>(
+    broker: Arc<Broker>,
+    stream: S,
+    rbuf: BytesMut,
+    session: Session,
+    registered: Registered,
+    commands: mpsc::Receiver<Command>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Session { grant, slots, tuning, cancel_notify, blocked_notify, client, .. } = session;
+    let (id, peer) = (registered.info.id, registered.info.peer);
     let vhost = Arc::clone(&slots.vhost);
     let usage = Arc::clone(&slots.usage);
     info!(client = %client, channel_max = tuning.channel_max, frame_max = tuning.frame_max, heartbeat = tuning.heartbeat, "connection opened");
@@ -165,8 +190,9 @@ async fn run<S: Transport>(broker: Arc<Broker>, stream: S, rbuf: BytesMut, sessi
         closing: None,
         blocked: false,
         blocked_notify,
+        registered,
     };
-    let reason = conn.frame_loop(&mut reader, rbuf, heartbeat, shutdown).await;
+    let reason = conn.frame_loop(&mut reader, rbuf, heartbeat, shutdown, commands).await;
     // Teardown is the connection's Drop, so it also happens when this task panics.
     drop(conn);
     drop(slots);
@@ -186,13 +212,22 @@ struct Connection {
     blocked: bool,
     /// The client takes connection.blocked / unblocked.
     blocked_notify: bool,
+    /// Its entry in the broker's list of connections (removed when this is dropped).
+    registered: Registered,
 }
 
 /// Why the frame loop ends the connection.
 struct Exit(String);
 
 impl Connection {
-    async fn frame_loop<R: AsyncRead + Unpin>(&mut self, reader: &mut R, mut rbuf: BytesMut, heartbeat: Duration, mut shutdown: watch::Receiver<bool>) -> String {
+    async fn frame_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        mut rbuf: BytesMut,
+        heartbeat: Duration,
+        mut shutdown: watch::Receiver<bool>,
+        mut commands: mpsc::Receiver<Command>,
+    ) -> String {
         let mut last_read = Instant::now();
         // A silent peer is dropped after two missed heartbeat intervals.
         let check_every = if heartbeat.is_zero() { Duration::from_secs(3600) } else { heartbeat };
@@ -258,6 +293,12 @@ impl Connection {
                     let text = format!("vhost '{}' is deleted", self.ctx.vhost.name);
                     self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
                 }
+                Some(command) = commands.recv(), if self.closing.is_none() => match command {
+                    Command::Close(text) => {
+                        info!(reason = %text, "closed through the management API");
+                        self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
+                    }
+                },
                 _ = user_deleted.wait_for(|deleted| *deleted), if self.closing.is_none() => {
                     let text = format!("user '{}' is deleted", self.ctx.grant.user.name);
                     self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
@@ -293,6 +334,7 @@ impl Connection {
             return false;
         }
         self.blocked = blocked;
+        self.registered.info.blocked.store(blocked, std::sync::atomic::Ordering::Relaxed);
         info!(blocked, reason, "alarm: connection {}", if blocked { "blocked" } else { "unblocked" });
         // After our connection.close only close-ok may follow.
         if self.blocked_notify && self.closing.is_none() {
@@ -411,7 +453,9 @@ impl Connection {
                 }
                 method::decode(payload)?;
                 let slot = ChannelSlot::take(&self.ctx.usage, &self.ctx.grant.user)?;
-                self.channels.insert(id, Channel::new(id, Arc::clone(&self.ctx.outbound), self.ctx.cancel_notify, slot));
+                let ch = Channel::new(id, self.ctx.id, Arc::clone(&self.ctx.outbound), self.ctx.cancel_notify, slot);
+                self.registered.info.add_channel(Arc::clone(&ch.delivery));
+                self.channels.insert(id, ch);
                 self.ctx.broker.metrics.channels_opened.inc();
                 self.ctx.outbound.method(id, &AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})));
                 Ok(())
@@ -421,6 +465,7 @@ impl Connection {
                 match (class_id, method_id) {
                     (20, 41) => {
                         self.channels.remove(&id);
+                        self.registered.info.remove_channel(id);
                     }
                     (20, 40) => {
                         self.ctx.outbound.method(id, &AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})));
@@ -446,6 +491,7 @@ impl Connection {
                         if let Some(mut ch) = self.channels.remove(&id) {
                             ch.teardown(&self.ctx);
                         }
+                        self.registered.info.remove_channel(id);
                         self.ctx.outbound.method(id, &AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})));
                         Ok(())
                     }

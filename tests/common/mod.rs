@@ -65,7 +65,7 @@ static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0)
 
 /// Starts a broker on a free loopback port with `adjust` applied to the default config.
 pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestBroker {
-    let mut config = Config { bind: [127, 0, 0, 1].into(), port: 0, metrics_port: 0, data_dir: fresh_data_dir(), ..Config::default() };
+    let mut config = Config { bind: [127, 0, 0, 1].into(), port: 0, metrics_port: 0, management_port: 0, data_dir: fresh_data_dir(), ..Config::default() };
     adjust(&mut config);
     let config_dir = config.data_dir.clone();
     let server = Server::bind(config).await.expect("bind");

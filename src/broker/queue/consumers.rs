@@ -52,6 +52,13 @@ impl Consumers {
         self.groups.iter().all(|(_, g)| g.is_empty())
     }
 
+    /// Every consumer, with whether it receives (false: waiting its turn as the single
+    /// active consumer).
+    pub fn listed(&self) -> Vec<(Arc<Consumer>, bool)> {
+        let active = self.members.values().map(|c| (Arc::clone(c), true));
+        active.chain(self.waiting.iter().map(|c| (Arc::clone(c), false))).collect()
+    }
+
     /// Every consumer, receiving or waiting.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Consumer>> {
         self.members.values().chain(self.waiting.iter())

@@ -137,6 +137,8 @@ pub struct Queue {
     consumer_timeout: AtomicU64,
     /// The broker's consumer timeout, for when neither argument nor policy sets one.
     default_consumer_timeout: u64,
+    /// Deliveries acknowledged (counted by the acking channel, outside the queue lock).
+    acked: AtomicU64,
     state: Mutex<QueueState>,
 }
 
@@ -181,6 +183,39 @@ struct QueueState {
     /// Auto-delete applies only to a queue that has had a consumer.
     had_consumers: bool,
     deleted: bool,
+    /// Messages in and out, for the management plane (counted under the lock the
+    /// enqueue and the delivery take anyway).
+    counts: Counts,
+}
+
+/// A queue's message counters since it was created.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    publish: u64,
+    deliver: u64,
+    redeliver: u64,
+    get: u64,
+}
+
+/// What the management plane shows of a queue: counts now, and counters since creation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueStats {
+    /// Ready messages.
+    pub ready: u64,
+    /// Octets of ready message bodies in memory.
+    pub ready_bytes: u64,
+    /// Consumers.
+    pub consumers: u64,
+    /// Messages enqueued.
+    pub publish: u64,
+    /// Deliveries to consumers.
+    pub deliver: u64,
+    /// Deliveries of messages delivered before.
+    pub redeliver: u64,
+    /// Messages taken with basic.get.
+    pub get: u64,
+    /// Deliveries acknowledged.
+    pub ack: u64,
 }
 
 /// More entries than this are let go on a blocking thread (a purge of a long backlog).
@@ -222,6 +257,7 @@ impl Queue {
             last_used: AtomicU64::new(now),
             consumer_timeout,
             default_consumer_timeout,
+            acked: AtomicU64::new(0),
             state: Mutex::new(QueueState { ready: ReadyList::new(bands), consumers: Consumers::new(single_active), ..QueueState::default() }),
         });
         if let Some(expires) = queue.args().expires {
@@ -724,6 +760,7 @@ impl Queue {
             }
             return Enqueued::Gone;
         }
+        st.counts.publish += 1;
         if timed {
             self.expire(&mut st, now, &mut letters);
         }
@@ -790,14 +827,19 @@ impl Queue {
         // A quorum queue's redelivery carries its count; the queue keeps the plain message.
         let counted = (meta.returns > 0 && self.args().kind.counts_deliveries()).then(|| with_delivery_count(msg, meta.returns));
         let wire = counted.as_ref().unwrap_or(msg);
-        st.consumers.offer(|c| {
+        let took = st.consumers.offer(|c| {
             if c.try_deliver(offset, msg, wire, meta) {
                 self.delivered(offset, msg, c.no_ack);
                 true
             } else {
                 false
             }
-        })
+        });
+        if took {
+            st.counts.deliver += 1;
+            st.counts.redeliver += u64::from(meta.redelivered);
+        }
+        took
     }
 
     fn dispatch_locked(&self, st: &mut QueueState, letters: &mut Letters) {
@@ -922,6 +964,8 @@ impl Queue {
                 },
             };
             let wire = (r.meta.returns > 0 && self.args().kind.counts_deliveries()).then(|| with_delivery_count(&msg, r.meta.returns));
+            st.counts.get += 1;
+            st.counts.redeliver += u64::from(r.meta.redelivered);
             break Some(Got { offset: r.offset, wire: wire.unwrap_or_else(|| Arc::clone(&msg)), msg, meta: r.meta, remaining: st.ready.len() as u32 });
         };
         self.unlock(st, letters);
@@ -974,6 +1018,33 @@ impl Queue {
         let n = st.ready.len() as u32;
         self.unlock(st, letters);
         n
+    }
+
+    /// Counts and counters for the management plane (expired messages are not dropped
+    /// here: listing queues must not do their work).
+    pub fn stats(&self) -> QueueStats {
+        let st = self.lock();
+        let c = st.counts;
+        QueueStats {
+            ready: st.ready.len() as u64,
+            ready_bytes: st.ready_bytes as u64,
+            consumers: st.consumers.len() as u64,
+            publish: c.publish,
+            deliver: c.deliver,
+            redeliver: c.redeliver,
+            get: c.get,
+            ack: self.acked.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts `n` acknowledged deliveries.
+    pub fn count_acks(&self, n: u64) {
+        self.acked.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Consumers, with whether each receives (single active consumer: one does).
+    pub fn consumers(&self) -> Vec<(Arc<Consumer>, bool)> {
+        self.lock().consumers.listed()
     }
 
     /// Active consumers.

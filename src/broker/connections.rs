@@ -1,0 +1,192 @@
+//! The live client connections and their channels, as the management plane lists them,
+//! and the handle through which it asks a connection to close.
+//!
+//! A connection registers once its handshake is done and is removed by its guard's Drop,
+//! so a connection task that ends in any way leaves no entry behind. The registry holds
+//! only descriptions and shared delivery state; the connection task stays the only one
+//! that writes frames or changes channels.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use amq_protocol::types::FieldTable;
+use tokio::sync::mpsc;
+
+use super::consumer::ChannelDelivery;
+
+/// What the management plane may ask of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Close it with 320 CONNECTION_FORCED and this text (RabbitMQ's `X-Reason`).
+    Close(String),
+}
+
+/// One open connection, as listed.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// The broker's connection id.
+    pub id: u64,
+    /// RabbitMQ's name: `peer -> local` (`127.0.0.1:53654 -> 127.0.0.1:5672`).
+    pub name: String,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The broker's address the client connected to.
+    pub local: SocketAddr,
+    /// Over TLS.
+    pub tls: bool,
+    /// The authenticated user.
+    pub user: String,
+    /// The vhost it opened.
+    pub vhost: String,
+    /// The SASL mechanism used.
+    pub auth_mechanism: String,
+    /// What the client announced in connection.start-ok.
+    pub client_properties: FieldTable,
+    /// When it opened, Unix milliseconds.
+    pub connected_at: u64,
+    /// Negotiated channel_max.
+    pub channel_max: u16,
+    /// Negotiated frame_max.
+    pub frame_max: u32,
+    /// Negotiated heartbeat, seconds.
+    pub heartbeat: u16,
+    /// Blocked by an alarm.
+    pub blocked: AtomicBool,
+    channels: Mutex<BTreeMap<u16, Arc<ChannelDelivery>>>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl ConnectionInfo {
+    /// Its open channels, by number.
+    pub fn channels(&self) -> Vec<Arc<ChannelDelivery>> {
+        self.lock_channels().values().cloned().collect()
+    }
+
+    /// How many channels are open.
+    pub fn channel_count(&self) -> usize {
+        self.lock_channels().len()
+    }
+
+    /// Records an opened channel.
+    pub fn add_channel(&self, channel: Arc<ChannelDelivery>) {
+        self.lock_channels().insert(channel.id, channel);
+    }
+
+    /// Forgets a closed channel.
+    pub fn remove_channel(&self, id: u16) {
+        self.lock_channels().remove(&id);
+    }
+
+    /// Asks the connection to do `command`; false when it is already gone or busy with
+    /// earlier commands.
+    pub fn send(&self, command: Command) -> bool {
+        self.commands.try_send(command).is_ok()
+    }
+
+    /// Whether an alarm blocks it.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    fn lock_channels(&self) -> MutexGuard<'_, BTreeMap<u16, Arc<ChannelDelivery>>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a connection tells the registry about itself.
+#[derive(Debug)]
+pub struct NewConnection {
+    /// The broker's connection id.
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The broker's address.
+    pub local: SocketAddr,
+    /// Over TLS.
+    pub tls: bool,
+    /// The authenticated user.
+    pub user: String,
+    /// The vhost.
+    pub vhost: String,
+    /// The SASL mechanism.
+    pub auth_mechanism: String,
+    /// connection.start-ok's client properties.
+    pub client_properties: FieldTable,
+    /// Negotiated channel_max, frame_max, heartbeat.
+    pub tuning: (u16, u32, u16),
+}
+
+/// Every open connection.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: Mutex<HashMap<u64, Arc<ConnectionInfo>>>,
+}
+
+/// Commands a connection may have waiting.
+const COMMAND_BACKLOG: usize = 4;
+
+impl Connections {
+    /// Registers a connection; it stays listed until the returned guard is dropped. The
+    /// receiver yields what the management plane asks of it.
+    pub fn register(self: &Arc<Self>, c: NewConnection) -> (Registered, mpsc::Receiver<Command>) {
+        let (commands, rx) = mpsc::channel(COMMAND_BACKLOG);
+        let (channel_max, frame_max, heartbeat) = c.tuning;
+        let info = Arc::new(ConnectionInfo {
+            id: c.id,
+            name: format!("{} -> {}", c.peer, c.local),
+            peer: c.peer,
+            local: c.local,
+            tls: c.tls,
+            user: c.user,
+            vhost: c.vhost,
+            auth_mechanism: c.auth_mechanism,
+            client_properties: c.client_properties,
+            connected_at: super::message::now_ms(),
+            channel_max,
+            frame_max,
+            heartbeat,
+            blocked: AtomicBool::new(false),
+            channels: Mutex::default(),
+            commands,
+        });
+        self.lock().insert(c.id, Arc::clone(&info));
+        (Registered { registry: Arc::clone(self), info }, rx)
+    }
+
+    /// Every open connection, in the order they opened.
+    pub fn list(&self) -> Vec<Arc<ConnectionInfo>> {
+        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// The connection of this id.
+    pub fn get(&self, id: u64) -> Option<Arc<ConnectionInfo>> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// The connection of this RabbitMQ name.
+    pub fn by_name(&self, name: &str) -> Option<Arc<ConnectionInfo>> {
+        self.lock().values().find(|c| c.name == name).cloned()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnectionInfo>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A connection's place in the registry: dropping it removes the entry.
+#[derive(Debug)]
+pub struct Registered {
+    registry: Arc<Connections>,
+    /// The entry.
+    pub info: Arc<ConnectionInfo>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.info.id);
+    }
+}

@@ -1,0 +1,167 @@
+//! The Prometheus endpoints, with the names and labels of RabbitMQ's `rabbitmq_prometheus`
+//! plugin so its Grafana dashboards resolve: `/metrics` (aggregated, the broker's
+//! registry), `/metrics/per-object` (one series per queue, connection and channel) and
+//! `/metrics/detailed` (the same, prefixed `rabbitmq_detailed_`, filtered by `family` and
+//! `vhost` query parameters). Every endpoint carries `rabbitmq_identity_info`, which the
+//! dashboards join on.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use super::api::{node_name, unacked_by_queue};
+use super::Mgmt;
+
+/// Prometheus' text format.
+const TEXT: &str = "text/plain; version=0.0.4";
+
+/// The metrics routes.
+pub fn routes() -> Router<Mgmt> {
+    Router::new()
+        .route("/metrics", get(aggregated))
+        .route("/metrics/per-object", get(per_object))
+        .route("/metrics/detailed", get(detailed))
+}
+
+fn answer(body: String) -> axum::response::Response {
+    ([(header::CONTENT_TYPE, TEXT)], body).into_response()
+}
+
+async fn aggregated(State(mgmt): State<Mgmt>) -> axum::response::Response {
+    let mut out = identity();
+    out.push_str(&mgmt.broker.metrics.render());
+    answer(out)
+}
+
+async fn per_object(State(mgmt): State<Mgmt>) -> axum::response::Response {
+    let mut out = identity();
+    out.push_str(&objects(&mgmt, "rabbitmq_", &Filter::default()));
+    answer(out)
+}
+
+async fn detailed(State(mgmt): State<Mgmt>, Query(params): Query<Vec<(String, String)>>) -> axum::response::Response {
+    let mut filter = Filter::default();
+    for (k, v) in params {
+        match k.as_str() {
+            "family" => filter.families.push(v),
+            "vhost" => filter.vhosts.push(v),
+            _ => {}
+        }
+    }
+    let mut out = identity();
+    out.push_str(&objects(&mgmt, "rabbitmq_detailed_", &filter));
+    answer(out)
+}
+
+/// `/metrics/detailed`'s selection: metric families and vhosts (empty: all).
+#[derive(Debug, Default)]
+struct Filter {
+    families: Vec<String>,
+    vhosts: Vec<String>,
+}
+
+impl Filter {
+    fn family(&self, name: &str) -> bool {
+        self.families.is_empty() || self.families.iter().any(|f| f == name)
+    }
+
+    fn vhost(&self, name: &str) -> bool {
+        self.vhosts.is_empty() || self.vhosts.iter().any(|v| v == name)
+    }
+}
+
+fn identity() -> String {
+    let node = escape(&node_name());
+    format!(
+        "# TYPE rabbitmq_identity_info untyped\nrabbitmq_identity_info{{rabbitmq_node=\"{node}\",rabbitmq_cluster=\"{node}\",rabbitmq_cluster_permanent_id=\"warren-{node}\"}} 1\n\
+         # TYPE rabbitmq_build_info untyped\nrabbitmq_build_info{{rabbitmq_version=\"{}\",prometheus_plugin_version=\"{}\",prometheus_client_version=\"rust\",erlang_version=\"none\"}} 1\n",
+        super::api::RABBITMQ_VERSION,
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// A label value in Prometheus' text format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Series of one metric family, written once each metric has all its samples.
+#[derive(Default)]
+struct Families {
+    order: Vec<(String, &'static str, &'static str)>,
+    samples: HashMap<String, String>,
+}
+
+impl Families {
+    fn add(&mut self, name: String, kind: &'static str, help: &'static str, labels: &str, value: u64) {
+        if !self.samples.contains_key(&name) {
+            self.order.push((name.clone(), kind, help));
+        }
+        let lines = self.samples.entry(name.clone()).or_default();
+        let _ = writeln!(lines, "{name}{{{labels}}} {value}");
+    }
+
+    fn render(self) -> String {
+        let mut out = String::new();
+        for (name, kind, help) in &self.order {
+            let _ = writeln!(out, "# TYPE {name} {kind}\n# HELP {name} {help}");
+            out.push_str(self.samples.get(name).map_or("", String::as_str));
+        }
+        out
+    }
+}
+
+fn objects(mgmt: &Mgmt, prefix: &str, filter: &Filter) -> String {
+    let b = &mgmt.broker;
+    let mut f = Families::default();
+    let unacked = unacked_by_queue(mgmt);
+    for name in b.vhost_names().into_iter().filter(|v| filter.vhost(v)) {
+        let Some(v) = b.vhost(&name) else { continue };
+        for q in v.queues() {
+            let s = q.stats();
+            let held = unacked.get(&super::api::queue_key(&q)).copied().unwrap_or(0);
+            let labels = format!("vhost=\"{}\",queue=\"{}\"", escape(&name), escape(&q.name));
+            if filter.family("queue_coarse_metrics") {
+                f.add(format!("{prefix}queue_messages_ready"), "gauge", "Messages ready to be delivered to consumers", &labels, s.ready);
+                f.add(format!("{prefix}queue_messages_unacked"), "gauge", "Messages delivered to consumers but not yet acknowledged", &labels, held);
+                f.add(format!("{prefix}queue_messages"), "gauge", "Sum of ready and unacknowledged messages - total queue depth", &labels, s.ready + held);
+            }
+            if filter.family("queue_consumer_count") {
+                f.add(format!("{prefix}queue_consumers"), "gauge", "Consumers on a queue", &labels, s.consumers);
+            }
+            if filter.family("queue_metrics") {
+                f.add(format!("{prefix}queue_messages_ready_bytes"), "gauge", "Size in bytes of ready messages", &labels, s.ready_bytes);
+                f.add(format!("{prefix}queue_messages_published_total"), "counter", "Messages published to the queue", &labels, s.publish);
+                f.add(format!("{prefix}queue_messages_delivered_total"), "counter", "Messages delivered from the queue to consumers", &labels, s.deliver);
+                f.add(format!("{prefix}queue_messages_got_total"), "counter", "Messages got from the queue with basic.get", &labels, s.get);
+                f.add(format!("{prefix}queue_messages_redelivered_total"), "counter", "Messages redelivered from the queue", &labels, s.redeliver);
+                f.add(format!("{prefix}queue_messages_acked_total"), "counter", "Messages acknowledged from the queue", &labels, s.ack);
+            }
+        }
+    }
+    for c in b.connections.list().into_iter().filter(|c| filter.vhost(&c.vhost)) {
+        let labels = format!("vhost=\"{}\",connection=\"{}\",user=\"{}\"", escape(&c.vhost), escape(&c.name), escape(&c.user));
+        let channels = c.channels();
+        if filter.family("connection_coarse_metrics") {
+            f.add(format!("{prefix}connection_channels"), "gauge", "Channels on a connection", &labels, channels.len() as u64);
+        }
+        if filter.family("channel_metrics") {
+            for ch in channels {
+                let (consumers, held, global) = {
+                    let st = ch.lock();
+                    (st.consumers.len() as u64, st.unacked.len() as u64, u64::from(st.prefetch_global))
+                };
+                let labels = format!("vhost=\"{}\",channel=\"{} ({})\"", escape(&c.vhost), escape(&c.name), ch.id);
+                f.add(format!("{prefix}channel_consumers"), "gauge", "Consumers on a channel", &labels, consumers);
+                f.add(format!("{prefix}channel_messages_unacked"), "gauge", "Delivered but not yet acknowledged messages", &labels, held);
+                f.add(format!("{prefix}channel_prefetch"), "gauge", "Total limit of unacknowledged messages for all consumers on a channel", &labels, global);
+            }
+        }
+    }
+    f.render()
+}
