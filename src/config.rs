@@ -188,9 +188,20 @@ impl Default for Config {
 /// container image reads, so compose files written for it work unchanged:
 /// WARREN_DEFAULT_USER / RABBITMQ_DEFAULT_USER, WARREN_DEFAULT_PASS / RABBITMQ_DEFAULT_PASS,
 /// WARREN_DEFAULT_VHOST / RABBITMQ_DEFAULT_VHOST (the WARREN_ names win).
+/// What the binary does besides running a broker.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Manage a running broker through its management API, with rabbitmqctl's verbs
+    /// (list_queues, add_user, set_permissions, export_definitions, ...).
+    Ctl(crate::ctl::CtlArgs),
+}
+
 #[derive(Debug, Default, Parser)]
 #[command(name = "warren", version, about, long_about)]
 pub struct Cli {
+    /// Instead of running a broker: `warren ctl <verb>` manages a running one.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML file with settings (flags override it).
     #[arg(long, short = 'c', value_name = "FILE", env = "WARREN_CONFIG")]
     pub config: Option<PathBuf>,

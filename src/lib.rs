@@ -18,6 +18,7 @@ pub mod access;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod ctl;
 pub mod definitions;
 pub mod management;
 pub mod metrics;

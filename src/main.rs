@@ -1,5 +1,6 @@
 //! The `warren` binary: parses flags and the config file, sets up logging, runs the broker
-//! until SIGINT or SIGTERM, and reloads the TLS certificates on SIGHUP.
+//! until SIGINT or SIGTERM, and reloads the TLS certificates on SIGHUP; or, as
+//! `warren ctl`, manages a running broker.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +12,17 @@ use warren::tls::Tls;
 use warren::{Cli, Server};
 
 fn main() -> ExitCode {
-    let config = match Cli::parse().load() {
+    let mut cli = Cli::parse();
+    if let Some(warren::config::Command::Ctl(args)) = cli.command.take() {
+        return match warren::ctl::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    let config = match cli.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("warren: {e}");
