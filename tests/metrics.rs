@@ -81,5 +81,9 @@ async fn per_object_and_detailed_metrics_have_rabbitmqs_queue_series() {
     let detailed = within("detailed", scrape_path(port, "/metrics/detailed?family=queue_coarse_metrics&vhost=%2F")).await;
     assert!(detailed.contains(r#"rabbitmq_detailed_queue_messages_ready{vhost="/",queue="metrics-q"} 2"#), "{detailed}");
     assert!(!detailed.contains("rabbitmq_detailed_queue_consumers"), "family filter ignored: {detailed}");
+    let exchanges = within("detailed exchanges", scrape_path(port, "/metrics/detailed?family=exchange_bindings&family=exchange_names")).await;
+    assert!(exchanges.contains(r#"rabbitmq_cluster_exchange_name{vhost="/",exchange="amq.topic",type="topic"} 1"#), "{exchanges}");
+    assert!(exchanges.contains(r#"rabbitmq_cluster_exchange_bindings{vhost="/",exchange="",type="direct"} 1"#), "{exchanges}");
+    assert!(!exchanges.contains("rabbitmq_detailed_queue"), "{exchanges}");
     b.stop().await;
 }

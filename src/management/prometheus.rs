@@ -2,7 +2,8 @@
 //! plugin so its Grafana dashboards resolve: `/metrics` (aggregated, the broker's
 //! registry), `/metrics/per-object` (one series per queue, connection and channel) and
 //! `/metrics/detailed` (the same, prefixed `rabbitmq_detailed_`, filtered by `family` and
-//! `vhost` query parameters). Every endpoint carries `rabbitmq_identity_info`, which the
+//! `vhost` query parameters, with the cluster-wide vhost and exchange families there
+//! only, as RabbitMQ). Every endpoint carries `rabbitmq_identity_info`, which the
 //! dashboards join on.
 
 use std::collections::HashMap;
@@ -16,6 +17,9 @@ use axum::Router;
 
 use super::api::{node_name, unacked_by_queue};
 use super::Mgmt;
+
+/// The prefix of `/metrics/detailed`.
+const DETAILED: &str = "rabbitmq_detailed_";
 
 /// Prometheus' text format.
 const TEXT: &str = "text/plain; version=0.0.4";
@@ -54,7 +58,7 @@ async fn detailed(State(mgmt): State<Mgmt>, Query(params): Query<Vec<(String, St
         }
     }
     let mut out = identity();
-    out.push_str(&objects(&mgmt, "rabbitmq_detailed_", &filter));
+    out.push_str(&objects(&mgmt, DETAILED, &filter));
     answer(out)
 }
 
@@ -147,7 +151,7 @@ fn objects(mgmt: &Mgmt, prefix: &str, filter: &Filter) -> String {
     for c in b.connections.list().into_iter().filter(|c| filter.vhost(&c.vhost)) {
         let labels = format!("vhost=\"{}\",connection=\"{}\",user=\"{}\"", escape(&c.vhost), escape(&c.name), escape(&c.user));
         let channels = c.channels();
-        if filter.family("connection_coarse_metrics") {
+        if filter.family("connection_metrics") {
             f.add(format!("{prefix}connection_channels"), "gauge", "Channels on a connection", &labels, channels.len() as u64);
         }
         if filter.family("channel_metrics") {
@@ -160,6 +164,25 @@ fn objects(mgmt: &Mgmt, prefix: &str, filter: &Filter) -> String {
                 f.add(format!("{prefix}channel_consumers"), "gauge", "Consumers on a channel", &labels, consumers);
                 f.add(format!("{prefix}channel_messages_unacked"), "gauge", "Delivered but not yet acknowledged messages", &labels, held);
                 f.add(format!("{prefix}channel_prefetch"), "gauge", "Total limit of unacknowledged messages for all consumers on a channel", &labels, global);
+            }
+        }
+    }
+    // The cluster-wide families RabbitMQ has only on /metrics/detailed.
+    if prefix == DETAILED {
+        for name in b.vhost_names().into_iter().filter(|v| filter.vhost(v)) {
+            let Some(v) = b.vhost(&name) else { continue };
+            if filter.family("vhost_status") {
+                f.add("rabbitmq_cluster_vhost_status".to_owned(), "gauge", "Whether a given vhost is running", &format!("vhost=\"{}\"", escape(&name)), 1);
+            }
+            for x in v.exchanges() {
+                let labels = format!("vhost=\"{}\",exchange=\"{}\",type=\"{}\"", escape(&name), escape(&x.name), x.kind.as_str());
+                if filter.family("exchange_names") {
+                    f.add("rabbitmq_cluster_exchange_name".to_owned(), "gauge", "Enumerates exchanges without any additional info", &labels, 1);
+                }
+                if filter.family("exchange_bindings") {
+                    let bindings = if x.name.is_empty() { v.queues().len() } else { x.bindings().len() };
+                    f.add("rabbitmq_cluster_exchange_bindings".to_owned(), "gauge", "Number of bindings for an exchange", &labels, bindings as u64);
+                }
             }
         }
     }
