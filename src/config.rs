@@ -56,6 +56,10 @@ pub struct Config {
     /// MiB of messages held in memory (over all queues) at which publishers are blocked;
     /// 0 means 40% of physical memory, as RabbitMQ's default watermark.
     pub memory_high_watermark_mb: u64,
+    /// Fraction of physical memory the process may hold resident before publishers are
+    /// blocked (RabbitMQ's relative `vm_memory_high_watermark`, 0.6 in 3.13); 0 turns the
+    /// check off.
+    pub vm_memory_high_watermark: f64,
     /// MB (10^6 octets) of free disk space below which publishers are blocked (RabbitMQ's
     /// `disk_free_limit`, 50 MB by default).
     pub disk_free_limit_mb: u64,
@@ -122,6 +126,9 @@ impl Config {
                 self.max_message_size
             )));
         }
+        if !(0.0..=1.0).contains(&self.vm_memory_high_watermark) {
+            return Err(ConfigError::Invalid(format!("vm_memory_high_watermark {} must be a fraction of physical memory between 0 and 1", self.vm_memory_high_watermark)));
+        }
         if self.send_timeout == 0 {
             return Err(ConfigError::Invalid("send_timeout must be at least 1 second".to_owned()));
         }
@@ -165,6 +172,7 @@ impl Default for Config {
             queue_memory_mb: 16,
             store_cache_mb: 32,
             memory_high_watermark_mb: 0,
+            vm_memory_high_watermark: 0.6,
             consumer_timeout: 1_800_000,
             send_timeout: 15,
             no_plain: false,
@@ -266,6 +274,11 @@ pub struct Cli {
     /// [default: 0].
     #[arg(long, value_name = "MIB")]
     pub memory_high_watermark_mb: Option<u64>,
+    /// Fraction of physical memory the broker process may hold resident (RSS) before
+    /// connections that publish are blocked, as RabbitMQ's vm_memory_high_watermark;
+    /// 0 disables this check [default: 0.6].
+    #[arg(long, value_name = "FRACTION")]
+    pub vm_memory_high_watermark: Option<f64>,
     /// MB of free disk space (on the data directory's filesystem) below which connections
     /// that publish are blocked, as RabbitMQ's disk_free_limit [default: 50].
     #[arg(long, value_name = "MB")]
@@ -362,7 +375,7 @@ impl Cli {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        set!(bind, port, metrics_port, management_port, data_dir, log_level, default_user, default_pass, default_vhost, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, disk_free_limit_mb, consumer_timeout, send_timeout, tls_port, tls_cert_login_from);
+        set!(bind, port, metrics_port, management_port, data_dir, log_level, default_user, default_pass, default_vhost, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, vm_memory_high_watermark, disk_free_limit_mb, consumer_timeout, send_timeout, tls_port, tls_cert_login_from);
         macro_rules! set_some {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = Some(v); } )* };
         }

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub memory_alarm: IntGauge,
     /// The memory alarm's watermark, in octets of messages held.
     pub memory_limit: IntGauge,
+    /// The process's resident memory, in octets.
+    pub resident_memory: IntGauge,
     /// 1 while the disk alarm blocks publishers.
     pub disk_alarm: IntGauge,
     /// The disk alarm's limit, in free octets.
@@ -67,7 +69,8 @@ impl Metrics {
             messages_acknowledged: counter("rabbitmq_global_messages_acknowledged_total", "Messages acknowledged by consumers"),
             connections: gauge("rabbitmq_connections", "Open client connections"),
             memory_alarm: gauge("rabbitmq_alarms_memory_used_watermark", "1 while the memory alarm blocks publishers"),
-            memory_limit: gauge("rabbitmq_resident_memory_limit_bytes", "Octets of messages in memory at which publishers are blocked"),
+            memory_limit: gauge("rabbitmq_resident_memory_limit_bytes", "Resident memory at which publishers are blocked"),
+            resident_memory: gauge("rabbitmq_process_resident_memory_bytes", "Memory used in bytes"),
             disk_alarm: gauge("rabbitmq_alarms_free_disk_space_watermark", "1 while the disk alarm blocks publishers"),
             disk_limit: gauge("rabbitmq_disk_space_available_limit_bytes", "Free disk octets below which publishers are blocked"),
             registry,

@@ -101,6 +101,7 @@ impl Server {
         }
         broker.start_mark_writer();
         broker.disk.start();
+        broker.memory.start();
         Ok(Server { listener, tls, metrics_listener, management_listener, broker })
     }
 

@@ -81,3 +81,22 @@ async fn publishers_are_blocked_while_free_disk_space_is_below_the_limit() {
     .await;
     assert!(broker.broker.metrics.render().contains("rabbitmq_alarms_free_disk_space_watermark 0"));
 }
+
+#[tokio::test]
+async fn publishers_are_blocked_while_resident_memory_is_over_the_process_limit() {
+    // A fraction of physical memory no running process fits under: the resident-memory
+    // check sets the alarm from the first reading, whatever the queues hold.
+    let broker = start_with(|c| c.vm_memory_high_watermark = 1e-8).await;
+    let (_conn, ch) = broker.channel().await;
+    declare(&ch, "rss").await;
+    let mut publisher = RawConn::handshake(broker.addr).await;
+    publisher.open_channel(1).await;
+    raw_publish(&mut publisher, "rss", b"held").await;
+    let blocked = publisher.expect_method(0, 10, 60).await;
+    assert!(String::from_utf8_lossy(blocked.args()).contains("low on memory"), "reason: {}", blocked.describe());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(declare(&ch, "rss").await.message_count(), 0, "a blocked connection's publish was read");
+    let metrics = broker.broker.metrics.render();
+    assert!(metrics.contains("rabbitmq_alarms_memory_used_watermark 1"), "{metrics}");
+    assert!(broker.broker.memory.rss() > 0 && metrics.contains(&format!("rabbitmq_process_resident_memory_bytes {}", broker.broker.memory.rss())), "{metrics}");
+}

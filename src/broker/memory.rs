@@ -1,5 +1,9 @@
-//! The memory alarm, RabbitMQ's `vm_memory_high_watermark` for Warren: the octets of ready
-//! messages that queues hold in memory, summed over every queue, against a high watermark.
+//! The memory alarm, RabbitMQ's `vm_memory_high_watermark` for Warren: the octets of
+//! messages the broker holds for clients (ready, unacknowledged, in transactions, being
+//! assembled, waiting to be written), summed over everything, against a high watermark;
+//! and the process's resident memory, read once a second, against a process limit (a
+//! fraction of physical memory, as RabbitMQ's relative watermark), which catches what the
+//! count cannot (allocator overhead, fragmentation). Either one over sets the alarm.
 //!
 //! While the sum is at or above the watermark the alarm is on, and connections that publish
 //! are blocked: their sockets are not read, and clients that announced the
@@ -7,7 +11,9 @@
 //! once consumers or purges bring the sum back under). Connections that only consume keep
 //! running, so the backlog can drain.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus::IntGauge;
 use tokio::sync::watch;
@@ -21,13 +27,78 @@ pub struct MemoryMonitor {
     alarm: watch::Sender<bool>,
     /// Mirrors the alarm for Prometheus.
     alarm_gauge: IntGauge,
+    /// Resident memory at which the alarm goes on (0: not checked).
+    process_limit: u64,
+    /// The resident memory last read.
+    rss: AtomicU64,
+    /// The last reading was at or over `process_limit`.
+    process_over: AtomicBool,
+    /// Mirrors `rss` for Prometheus.
+    rss_gauge: Option<IntGauge>,
 }
+
+/// How often resident memory is read.
+const RSS_INTERVAL: Duration = Duration::from_secs(1);
 
 impl MemoryMonitor {
     /// A monitor whose alarm goes on at `high_watermark` octets, reported in
     /// `alarm_gauge`.
     pub fn new(high_watermark: usize, alarm_gauge: IntGauge) -> Self {
-        MemoryMonitor { used: AtomicUsize::new(0), high_watermark, alarm: watch::Sender::new(false), alarm_gauge }
+        MemoryMonitor {
+            used: AtomicUsize::new(0),
+            high_watermark,
+            alarm: watch::Sender::new(false),
+            alarm_gauge,
+            process_limit: 0,
+            rss: AtomicU64::new(0),
+            process_over: AtomicBool::new(false),
+            rss_gauge: None,
+        }
+    }
+
+    /// Also alarms when the process's resident memory reaches `limit` octets (0: never),
+    /// reported in `rss_gauge`; [`Self::start`] reads it.
+    pub fn with_process_limit(mut self, limit: u64, rss_gauge: IntGauge) -> Self {
+        self.process_limit = limit;
+        self.rss_gauge = Some(rss_gauge);
+        self
+    }
+
+    /// The resident-memory limit (0: none).
+    pub fn process_limit(&self) -> u64 {
+        self.process_limit
+    }
+
+    /// Resident memory at the last reading.
+    pub fn rss(&self) -> u64 {
+        self.rss.load(Ordering::Relaxed)
+    }
+
+    /// Reads resident memory and sets the alarm from it and the count.
+    pub fn check_process(&self) {
+        let Some(rss) = resident_memory() else { return };
+        self.rss.store(rss, Ordering::Relaxed);
+        if let Some(g) = &self.rss_gauge {
+            g.set(i64::try_from(rss).unwrap_or(i64::MAX));
+        }
+        let over = self.process_limit != 0 && rss >= self.process_limit;
+        if self.process_over.swap(over, Ordering::Relaxed) != over {
+            self.update();
+        }
+    }
+
+    /// Reads resident memory now and then every second until the monitor is dropped.
+    pub fn start(self: &Arc<Self>) {
+        self.check_process();
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RSS_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(monitor) = me.upgrade() else { return };
+                monitor.check_process();
+            }
+        });
     }
 
     /// Counts `n` more octets held.
@@ -51,14 +122,16 @@ impl MemoryMonitor {
     fn update(&self) {
         self.alarm.send_if_modified(|on| {
             let used = self.used.load(Ordering::Relaxed);
-            let now = used >= self.high_watermark;
+            let process_over = self.process_over.load(Ordering::Relaxed);
+            let now = used >= self.high_watermark || process_over;
             if now == *on {
                 return false;
             }
+            let rss = self.rss.load(Ordering::Relaxed);
             if now {
-                warn!(used_bytes = used, high_watermark_bytes = self.high_watermark, "memory alarm set: blocking publishers");
+                warn!(used_bytes = used, high_watermark_bytes = self.high_watermark, rss_bytes = rss, process_limit_bytes = self.process_limit, "memory alarm set: blocking publishers");
             } else {
-                info!(used_bytes = used, high_watermark_bytes = self.high_watermark, "memory alarm cleared: unblocking publishers");
+                info!(used_bytes = used, high_watermark_bytes = self.high_watermark, rss_bytes = rss, process_limit_bytes = self.process_limit, "memory alarm cleared: unblocking publishers");
             }
             *on = now;
             self.alarm_gauge.set(i64::from(now));
@@ -87,16 +160,29 @@ impl MemoryMonitor {
     }
 }
 
-/// The default watermark: 40% of physical memory, as RabbitMQ's default
-/// `vm_memory_high_watermark` of 0.4 (1 GiB when /proc/meminfo cannot be read).
+/// The default watermark of held messages: 40% of physical memory (1 GiB when
+/// /proc/meminfo cannot be read).
 pub fn default_high_watermark() -> usize {
-    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
-        text.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-    });
-    match total_kib {
-        Some(kib) => kib.saturating_mul(1024) / 10 * 4,
+    match physical_memory() {
+        Some(total) => usize::try_from(total / 10 * 4).unwrap_or(usize::MAX),
         None => 1 << 30,
     }
+}
+
+/// Physical memory in octets, from /proc/meminfo.
+pub fn physical_memory() -> Option<u64> {
+    kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:")
+}
+
+/// The process's resident memory in octets, from /proc/self/status (None elsewhere).
+fn resident_memory() -> Option<u64> {
+    kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmRSS:")
+}
+
+/// A `Name:  123 kB` line of a /proc file, in octets.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    let kib: u64 = text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kib.saturating_mul(1024))
 }
 
 #[cfg(test)]
@@ -119,6 +205,21 @@ mod tests {
         m.sub(1);
         assert!(!*rx.borrow(), "under again");
         assert_eq!(m.used(), 99);
+    }
+
+    #[test]
+    fn resident_memory_over_the_process_limit_sets_the_alarm() {
+        let gauge = IntGauge::new("alarm", "alarm").expect("gauge");
+        let rss = IntGauge::new("rss", "rss").expect("gauge");
+        let m = MemoryMonitor::new(usize::MAX, gauge.clone()).with_process_limit(1, rss.clone());
+        let rx = m.subscribe();
+        m.check_process();
+        assert!(m.rss() > 0, "resident memory is read");
+        assert_eq!(u64::try_from(rss.get()).ok(), Some(m.rss()));
+        assert!(*rx.borrow(), "a 1-octet process limit is always reached");
+        let roomy = MemoryMonitor::new(usize::MAX, gauge).with_process_limit(u64::MAX, rss);
+        roomy.check_process();
+        assert!(!*roomy.subscribe().borrow());
     }
 }
 

@@ -108,8 +108,10 @@ impl Broker {
         let access = Access::load(db.clone())?;
         let mib = |n: u64| usize::try_from(n.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let watermark = if config.memory_high_watermark_mb == 0 { memory::default_high_watermark() } else { mib(config.memory_high_watermark_mb) };
-        metrics.memory_limit.set(i64::try_from(watermark).unwrap_or(i64::MAX));
-        let memory = Arc::new(MemoryMonitor::new(watermark, metrics.memory_alarm.clone()));
+        // Physical memory unknown (not Linux): the resident-memory check stays off.
+        let process_limit = memory::physical_memory().map_or(0, |total| (total as f64 * config.vm_memory_high_watermark) as u64);
+        metrics.memory_limit.set(i64::try_from(process_limit).unwrap_or(i64::MAX));
+        let memory = Arc::new(MemoryMonitor::new(watermark, metrics.memory_alarm.clone()).with_process_limit(process_limit, metrics.resident_memory.clone()));
         let disk_limit = config.disk_free_limit_mb.saturating_mul(1_000_000);
         let disk = Arc::new(disk::DiskMonitor::new(config.data_dir.clone(), disk_limit, metrics.disk_alarm.clone(), metrics.disk_limit.clone()));
         let broker = Broker {
