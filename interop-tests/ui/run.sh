@@ -4,6 +4,7 @@
 #   UI_URL=http://127.0.0.1:15672/ AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ interop-tests/ui/run.sh
 #   DEV_UPSTREAM=http://127.0.0.1:15672 AMQP_URL=... interop-tests/ui/run.sh   # UI from this checkout via devserver.py
 #   interop-tests/ui/run.sh main      # only ui_test.mjs  (pages: only ui_pages_test.mjs; default: both)
+#   interop-tests/ui/run.sh setup     # only install what is missing (interop-tests/run.sh does this first)
 #
 # Installs what is missing: npm packages (npm ci in this directory) and Debian's
 # chromium (apt-get) when no chromium is on PATH and CHROMIUM is not set.
@@ -20,11 +21,13 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'ui/run.sh: %s\n' "$*" >&2; exit 1; }
 
 TESTS=()
+SETUP_ONLY=
 case "${1:-all}" in
+  setup) SETUP_ONLY=1 ;;
   all) TESTS=(ui_test.mjs ui_pages_test.mjs) ;;
   main) TESTS=(ui_test.mjs) ;;
   pages) TESTS=(ui_pages_test.mjs) ;;
-  *) die "unknown argument '$1' (all | main | pages)" ;;
+  *) die "unknown argument '$1' (all | main | pages | setup)" ;;
 esac
 
 command -v node >/dev/null || die "node is not installed (apt-get install nodejs npm)"
@@ -41,6 +44,8 @@ if [[ -z ${CHROMIUM:-} ]] && ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
   command -v chromium >/dev/null || die "chromium still not on PATH after apt-get install"
 fi
+
+[[ -z $SETUP_ONLY ]] || exit 0
 
 DEV_PID=
 cleanup() { if [[ -n $DEV_PID ]]; then kill "$DEV_PID" 2>/dev/null || true; wait "$DEV_PID" 2>/dev/null || true; fi; }
