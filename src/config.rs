@@ -88,6 +88,12 @@ pub struct Config {
     /// A RabbitMQ definitions file (users, vhosts, permissions, topology) imported at
     /// every boot (RabbitMQ's `load_definitions`).
     pub definitions: Option<PathBuf>,
+    /// Keep everything in memory: the store lives in a temporary, memory-backed place
+    /// (/dev/shm where it exists) and is gone when the broker stops; no data directory.
+    pub ephemeral: bool,
+    /// Bind the management and metrics listeners to free ports too (set by `--port 0`
+    /// when their ports are not given), so several brokers run side by side.
+    pub free_ports: bool,
 }
 
 /// The user name a client certificate gives for the EXTERNAL mechanism (RabbitMQ's
@@ -183,6 +189,8 @@ impl Default for Config {
             tls_require_client_cert: false,
             tls_cert_login_from: CertLoginFrom::CommonName,
             definitions: None,
+            ephemeral: false,
+            free_ports: false,
             disk_free_limit_mb: 50,
         }
     }
@@ -326,6 +334,14 @@ pub struct Cli {
     /// On a first boot with definitions, no default user or vhost is created.
     #[arg(long, value_name = "FILE", env = "WARREN_DEFINITIONS")]
     pub definitions: Option<PathBuf>,
+    /// Keep everything in memory (durable entities too) and leave nothing behind: for tests.
+    /// With --port 0 every listener takes a free port, and one JSON line on stdout gives
+    /// the URLs.
+    #[arg(long, env = "WARREN_EPHEMERAL")]
+    pub ephemeral: bool,
+    /// Stop (gracefully) when stdin is closed: a test fixture's broker ends with its parent.
+    #[arg(long)]
+    pub exit_on_stdin_close: bool,
 }
 
 /// Why the configuration could not be loaded.
@@ -382,6 +398,9 @@ impl Cli {
         set_some!(tls_cert, tls_key, tls_client_ca, definitions);
         config.allow_remote_guest |= self.allow_remote_guest;
         config.no_plain |= self.no_plain;
+        config.ephemeral |= self.ephemeral;
+        // `--port 0`: the listeners whose ports were not given take free ports too.
+        config.free_ports |= self.port == Some(0) && self.management_port.is_none() && self.metrics_port.is_none();
         config.tls_require_client_cert |= self.tls_require_client_cert;
         config.validate()?;
         Ok(config)

@@ -12,7 +12,9 @@
 //! - `warren_protocol` (crate `protocol/`): framing and codecs, no I/O;
 //! - `warren_storage` (crate `storage/`): persistence.
 //!
-//! [`config`] and [`metrics`] serve all of them.
+//! [`config`] and [`metrics`] serve all of them. Beside the broker: [`management`] (the HTTP
+//! API, web UI and Prometheus endpoints), [`ctl`] (`warren ctl`) and [`embedded`] (a broker
+//! inside a test process).
 
 pub mod access;
 pub mod broker;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod connection;
 pub mod ctl;
 pub mod definitions;
+pub mod embedded;
 pub mod management;
 pub mod metrics;
 pub mod outbound;

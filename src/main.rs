@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    let exit_on_stdin_close = cli.exit_on_stdin_close;
     let config = match cli.load() {
         Ok(c) => c,
         Err(e) => {
@@ -43,6 +44,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // With port 0 the ports are known only once bound: tell whoever started us.
+    let announce = config.port == 0 || config.free_ports;
     runtime.block_on(async move {
         let server = match Server::bind(config).await {
             Ok(s) => s,
@@ -59,10 +62,38 @@ fn main() -> ExitCode {
             version = env!("CARGO_PKG_VERSION"),
             "Warren is ready"
         );
+        if announce {
+            // The one line a fixture reads (logs go to stderr).
+            println!("{}", server.ready_line());
+        }
         tokio::spawn(reload_on_sighup(server.tls()));
-        server.run(shutdown_signal()).await;
+        let stdin_closed = stdin_closed(exit_on_stdin_close);
+        server.run(async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = stdin_closed => info!("stdin closed; shutting down"),
+            }
+        })
+        .await;
         ExitCode::SUCCESS
     })
+}
+
+/// With `--exit-on-stdin-close`, resolves when stdin reaches its end (the parent closed
+/// it or exited); otherwise never.
+async fn stdin_closed(enabled: bool) {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // A plain thread: reading stdin blocks, and the broker never reads it otherwise.
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        while std::io::Read::read(&mut stdin, &mut sink).is_ok_and(|n| n > 0) {}
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

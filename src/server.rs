@@ -84,13 +84,15 @@ impl Server {
             Some(tls) => Some((listen("AMQP over TLS", config.tls_port).await?, Arc::new(tls))),
             None => None,
         };
+        // `free_ports`: the HTTP listeners that are on take any free port too.
+        let http_port = |port: u16| if config.free_ports { 0 } else { port };
         let metrics_listener = match config.metrics_port {
             0 => None,
-            port => Some(listen("metrics", port).await?),
+            port => Some(listen("metrics", http_port(port)).await?),
         };
         let management_listener = match config.management_port {
             0 => None,
-            port => Some(listen("the management API", port).await?),
+            port => Some(listen("the management API", http_port(port)).await?),
         };
         // The file is read before the store opens: a bad file changes nothing.
         let definitions = config.definitions.as_deref().map(crate::definitions::Definitions::read).transpose()?;
@@ -137,6 +139,31 @@ impl Server {
     /// The management API address, if serving it.
     pub fn management_addr(&self) -> Option<SocketAddr> {
         self.management_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// One JSON line a test fixture reads to find the broker: its AMQP (and AMQPS) URL,
+    /// management and metrics URLs (those that are on) and its process id.
+    pub fn ready_line(&self) -> String {
+        let config = &self.broker.config;
+        let user = percent_encoding::utf8_percent_encode(&config.default_user, percent_encoding::NON_ALPHANUMERIC);
+        let pass = percent_encoding::utf8_percent_encode(&config.default_pass, percent_encoding::NON_ALPHANUMERIC);
+        let vhost = percent_encoding::utf8_percent_encode(&config.default_vhost, percent_encoding::NON_ALPHANUMERIC);
+        let host = |a: SocketAddr| if a.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), a.port()) } else { a };
+        let mut line = serde_json::Map::new();
+        if let Ok(a) = self.local_addr() {
+            line.insert("amqp_url".into(), format!("amqp://{user}:{pass}@{}/{vhost}", host(a)).into());
+        }
+        if let Some(a) = self.tls_addr() {
+            line.insert("amqps_url".into(), format!("amqps://{user}:{pass}@{}/{vhost}", host(a)).into());
+        }
+        if let Some(a) = self.management_addr() {
+            line.insert("management_url".into(), format!("http://{}/", host(a)).into());
+        }
+        if let Some(a) = self.metrics_addr() {
+            line.insert("metrics_url".into(), format!("http://{}/metrics", host(a)).into());
+        }
+        line.insert("pid".into(), std::process::id().into());
+        serde_json::Value::Object(line).to_string()
     }
 
     /// Accepts connections until `shutdown` resolves, then closes them all.

@@ -45,6 +45,10 @@ impl DiskMonitor {
     /// Measures free space and sets the alarm from it. A filesystem that cannot be
     /// measured leaves the alarm as it is (and says so).
     pub fn check(&self) {
+        if self.limit.load(Ordering::Relaxed) == 0 && !*self.alarm.borrow() {
+            // No limit (an ephemeral broker): nothing to measure.
+            return;
+        }
         let free = match fs2::available_space(&self.dir) {
             Ok(free) => free,
             Err(e) => {

@@ -103,8 +103,13 @@ impl Broker {
     /// with the `administrator` tag and full permissions, and the default vhost are created,
     /// as RabbitMQ does, unless `definitions` is set: then the file provides them.
     pub fn open(config: Config, metrics: Metrics) -> Result<Self, OpenError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Corrupt(format!("cannot create data directory {}: {e}", config.data_dir.display())))?;
-        let db = Database::open_with_cache(&config.data_dir, config.store_cache_mb.saturating_mul(1 << 20), &config.default_vhost)?;
+        let cache = config.store_cache_mb.saturating_mul(1 << 20);
+        let db = if config.ephemeral {
+            Database::open_temporary(cache)?
+        } else {
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Corrupt(format!("cannot create data directory {}: {e}", config.data_dir.display())))?;
+            Database::open_with_cache(&config.data_dir, cache, &config.default_vhost)?
+        };
         let access = Access::load(db.clone())?;
         let mib = |n: u64| usize::try_from(n.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let watermark = if config.memory_high_watermark_mb == 0 { memory::default_high_watermark() } else { mib(config.memory_high_watermark_mb) };
@@ -112,7 +117,8 @@ impl Broker {
         let process_limit = memory::physical_memory().map_or(0, |total| (total as f64 * config.vm_memory_high_watermark) as u64);
         metrics.memory_limit.set(i64::try_from(process_limit).unwrap_or(i64::MAX));
         let memory = Arc::new(MemoryMonitor::new(watermark, metrics.memory_alarm.clone()).with_process_limit(process_limit, metrics.resident_memory.clone()));
-        let disk_limit = config.disk_free_limit_mb.saturating_mul(1_000_000);
+        // An ephemeral broker writes no data directory: no disk to run out of.
+        let disk_limit = if config.ephemeral { 0 } else { config.disk_free_limit_mb.saturating_mul(1_000_000) };
         let disk = Arc::new(disk::DiskMonitor::new(config.data_dir.clone(), disk_limit, metrics.disk_alarm.clone(), metrics.disk_limit.clone()));
         let broker = Broker {
             queue_memory_limit: mib(config.queue_memory_mb),

@@ -238,6 +238,9 @@ fn migrate(db: &sled::Db, vhost: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Numbers the temporary stores of this process.
+static TEMPORARY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Database {
     /// Opens (or creates) the data directory `dir` with the default cache size; a store-2
     /// directory is migrated, its contents going to vhost `legacy_vhost`.
@@ -270,6 +273,23 @@ impl Database {
                 Err(source) => return Err(StoreError::Open { path: dir.to_path_buf(), source }),
             }
         };
+        Self::checked(db, dir, legacy_vhost)
+    }
+
+    /// A store that lives only as long as this process holds it: sled's temporary mode,
+    /// in /dev/shm (memory) where it exists, removed when dropped.
+    pub fn open_temporary(cache_bytes: u64) -> Result<Database, StoreError> {
+        let shm = Path::new("/dev/shm");
+        let mut config = sled::Config::new().temporary(true).cache_capacity(cache_bytes);
+        if shm.is_dir() {
+            config = config.path(shm.join(format!("warren-{}-{}", std::process::id(), TEMPORARY.fetch_add(1, std::sync::atomic::Ordering::Relaxed))));
+        }
+        let db = config.open().map_err(|source| StoreError::Open { path: shm.to_path_buf(), source })?;
+        Self::checked(db, shm, "/")
+    }
+
+    /// Checks (or writes) the format version of an opened store, migrating store-2.
+    fn checked(db: sled::Db, dir: &Path, legacy_vhost: &str) -> Result<Database, StoreError> {
         let meta = db.open_tree("meta")?;
         match meta.get("format")? {
             Some(v) if v.as_ref() == FORMAT_VERSION.as_bytes() => {}
