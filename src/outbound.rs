@@ -13,9 +13,13 @@
 //! basic.return, grow it like any message). A write that makes no progress for the send
 //! timeout (RabbitMQ's 15 s) breaks the connection: the buffer is dropped and the reader is
 //! told through [`Outbound::broken`], so the connection ends and releases what it held.
+//!
+//! Injected faults (the management API's, for testing clients) act here too: a frozen
+//! writer writes nothing (not even heartbeats) until thawed, a delay holds every batch
+//! back, and an abort ends the writer without flushing or shutting the socket down.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
@@ -25,6 +29,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use crate::broker::memory::MemoryMonitor;
+use crate::connection::trace::{Direction, Trace};
 use crate::broker::message::Message;
 use warren_protocol::frame::{self, put_short_str};
 use warren_protocol::AMQPClass;
@@ -46,6 +51,16 @@ pub struct Outbound {
     memory: Option<Arc<MemoryMonitor>>,
     /// Wakes the connection's reader when the writer gave up (send timeout, socket error).
     broken: Notify,
+    /// A fault is injected or a trace records (one relaxed load per batch when neither).
+    faulted: AtomicBool,
+    /// Injected: the writer writes nothing.
+    frozen: AtomicBool,
+    /// Injected: milliseconds every batch waits before it is written.
+    delay_ms: AtomicU64,
+    /// Wakes a frozen writer.
+    thawed: Notify,
+    /// Where written frames are recorded, while tracing.
+    tracing: Mutex<Option<Arc<Trace>>>,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +72,8 @@ struct Inner {
     throttled: bool,
     /// The writer gave up; nothing more will be sent.
     broken: bool,
+    /// Reset: the writer ends at once, without flushing or shutting down.
+    aborted: bool,
     /// Octets of `buf` counted toward the memory alarm so far (counted in steps of
     /// [`COUNT_STEP`], so most writes touch no shared counter).
     counted: usize,
@@ -75,6 +92,69 @@ impl Outbound {
             frame_max: AtomicU32::new(frame_max),
             memory: None,
             broken: Notify::new(),
+            faulted: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
+            thawed: Notify::new(),
+            tracing: Mutex::new(None),
+        }
+    }
+
+    /// Records every frame written from now on in `trace` (None: stops recording).
+    pub fn trace(&self, trace: Option<Arc<Trace>>) {
+        *self.tracing.lock().unwrap_or_else(|p| p.into_inner()) = trace;
+        self.update_faulted();
+    }
+
+    /// Freezes (or thaws) the writer: nothing reaches the client while frozen.
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::Relaxed);
+        self.update_faulted();
+        if !frozen {
+            self.thawed.notify_one();
+        }
+    }
+
+    /// Delays every batch written to the client by `delay` (zero: no delay).
+    pub fn delay(&self, delay: Duration) {
+        self.delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.update_faulted();
+    }
+
+    fn update_faulted(&self) {
+        let tracing = self.tracing.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let faulted = tracing || self.frozen.load(Ordering::Relaxed) || self.delay_ms.load(Ordering::Relaxed) != 0;
+        self.faulted.store(faulted, Ordering::Relaxed);
+    }
+
+    /// Ends the writer without writing what is buffered and without shutting the socket
+    /// down (a reset: the connection drops the socket unannounced).
+    pub fn abort(&self) {
+        let mut inner = self.lock();
+        inner.aborted = true;
+        inner.closed = true;
+        drop(inner);
+        self.ready.notify_one();
+        self.freeze(false);
+    }
+
+    /// Whether the writer was aborted (a reset).
+    pub fn is_aborted(&self) -> bool {
+        self.lock().aborted
+    }
+
+    /// Waits out the injected faults before a batch is written.
+    async fn hold_back(&self) {
+        while self.frozen.load(Ordering::Relaxed) {
+            let thawed = self.thawed.notified();
+            if !self.frozen.load(Ordering::Relaxed) {
+                break;
+            }
+            thawed.await;
+        }
+        let delay = self.delay_ms.load(Ordering::Relaxed);
+        if delay != 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
         }
     }
 
@@ -225,6 +305,9 @@ impl Outbound {
         loop {
             {
                 let mut inner = self.lock();
+                if inner.aborted {
+                    return None;
+                }
                 if !inner.buf.is_empty() {
                     std::mem::swap(&mut inner.buf, out);
                     return Some(std::mem::take(&mut inner.counted));
@@ -240,7 +323,7 @@ impl Outbound {
     /// The writer task: writes batches to `sink` until closed, sending a heartbeat frame
     /// whenever nothing was written for `heartbeat` (if non-zero). Returns when the buffer is
     /// closed and written, or the socket fails.
-    pub async fn run_writer<W: AsyncWrite + Unpin>(&self, mut sink: W, heartbeat: Duration, send_timeout: Duration) -> std::io::Result<()> {
+    pub async fn run_writer<W: AsyncWrite + Unpin>(&self, sink: &mut W, heartbeat: Duration, send_timeout: Duration) -> std::io::Result<()> {
         let mut batch = BytesMut::with_capacity(64 * 1024);
         loop {
             // `counted`: octets of the batch that were counted toward the memory alarm
@@ -257,6 +340,17 @@ impl Outbound {
                 }
             };
             let Some(counted) = taken else { break };
+            if self.faulted.load(Ordering::Relaxed) {
+                self.hold_back().await;
+                if self.lock().aborted {
+                    self.give_up(counted);
+                    return Ok(());
+                }
+                let trace = self.tracing.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Some(t) = trace {
+                    t.batch(Direction::Out, &batch);
+                }
+            }
             let written = match within(send_timeout, sink.write_all(&batch)).await {
                 Ok(r) => r,
                 Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no write progress for {}s (send timeout)", send_timeout.as_secs()))),
@@ -283,6 +377,11 @@ impl Outbound {
             if wake {
                 self.drained.notify_one();
             }
+        }
+        if self.lock().aborted {
+            // What was buffered is dropped unsent (and uncounted).
+            self.give_up(0);
+            return Ok(());
         }
         sink.flush().await?;
         sink.shutdown().await

@@ -195,6 +195,11 @@ impl Server {
                 _ = &mut shutdown => break,
             };
             match accepted {
+                Ok((stream, _)) if broker.refusing_connections() => {
+                    // A simulated restart: the client sees its connection reset at once.
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    drop(stream);
+                }
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(broker.config.bind, 0));

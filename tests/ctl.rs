@@ -165,3 +165,32 @@ async fn lists_purge_delete_close_and_definitions_act_on_what_clients_use() {
     b2.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_verbs_reach_clients() {
+    let port = free_port();
+    let b = start_with(|c| c.management_port = port).await;
+    ok(port, &["raise_memory_alarm"]).await;
+    let status = ok(port, &["status"]).await;
+    assert!(status.contains("Alarms: resource alarm in effect"), "{status}");
+    ok(port, &["clear_memory_alarm"]).await;
+    let status = ok(port, &["status"]).await;
+    assert!(status.contains("Alarms: (none)"), "{status}");
+
+    let conn = Connection::connect(&b.uri(), ConnectionProperties::default().with_connection_name("ctl-victim".into())).await.expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    declare(&ch, "faulty").await;
+    ch.confirm_select(Default::default()).await.expect("confirms");
+    ok(port, &["nack_publishes", "faulty", "1"]).await;
+    let nacked = ch.basic_publish("".into(), "faulty".into(), Default::default(), b"x", Default::default()).await.expect("publish").await.expect("confirm");
+    assert!(nacked.is_nack());
+    ok(port, &["delay_connection", "ctl-victim", "0"]).await;
+    let missing = ctl(port, &["reset_connection", "nobody"]).await;
+    assert_eq!(missing.code, 70, "{}", missing.stderr);
+    let code = close_code(&conn, async {
+        ok(port, &["close_connection", "ctl-victim", "chaos test", "--code", "541"]).await;
+    })
+    .await;
+    assert_eq!(code, 541);
+    b.stop().await;
+}

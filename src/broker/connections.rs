@@ -15,12 +15,27 @@ use amq_protocol::types::FieldTable;
 use tokio::sync::mpsc;
 
 use super::consumer::ChannelDelivery;
+use crate::connection::trace::Trace;
 
 /// What the management plane may ask of a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Command {
-    /// Close it with 320 CONNECTION_FORCED and this text (RabbitMQ's `X-Reason`).
-    Close(String),
+    /// Close it with this reply code (320 CONNECTION_FORCED for RabbitMQ's
+    /// `DELETE /api/connections/{name}`) and text.
+    Close {
+        /// The reply code.
+        code: warren_protocol::ReplyCode,
+        /// The reply text.
+        text: String,
+    },
+    /// Drop the socket with a TCP reset, no close method (plain TCP only).
+    Reset,
+    /// Read and write nothing (heartbeats included) for this long, the socket open.
+    Freeze(std::time::Duration),
+    /// Delay everything written to the client by this much (zero: no delay).
+    Delay(std::time::Duration),
+    /// Record every frame both ways into this trace (None: stop recording).
+    Trace(Option<Arc<Trace>>),
 }
 
 /// One open connection, as listed.
@@ -54,6 +69,8 @@ pub struct ConnectionInfo {
     pub heartbeat: u16,
     /// Blocked by an alarm.
     pub blocked: AtomicBool,
+    /// Its protocol trace, once one was started (kept for reading after it stops).
+    pub trace: Mutex<Option<Arc<Trace>>>,
     channels: Mutex<BTreeMap<u16, Arc<ChannelDelivery>>>,
     commands: mpsc::Sender<Command>,
 }
@@ -83,6 +100,15 @@ impl ConnectionInfo {
     /// earlier commands.
     pub fn send(&self, command: Command) -> bool {
         self.commands.try_send(command).is_ok()
+    }
+
+    /// The `connection_name` its client gave, if any.
+    pub fn client_name(&self) -> Option<String> {
+        match self.client_properties.inner().get("connection_name") {
+            Some(amq_protocol::types::AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            Some(amq_protocol::types::AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
+            _ => None,
+        }
     }
 
     /// Whether an alarm blocks it.
@@ -148,6 +174,7 @@ impl Connections {
             frame_max,
             heartbeat,
             blocked: AtomicBool::new(false),
+            trace: Mutex::default(),
             channels: Mutex::default(),
             commands,
         });
@@ -170,6 +197,15 @@ impl Connections {
     /// The connection of this RabbitMQ name.
     pub fn by_name(&self, name: &str) -> Option<Arc<ConnectionInfo>> {
         self.lock().values().find(|c| c.name == name).cloned()
+    }
+
+    /// The connections called `name`: by RabbitMQ's name, or else by the
+    /// `connection_name` their clients gave (several may share one).
+    pub fn named(&self, name: &str) -> Vec<Arc<ConnectionInfo>> {
+        if let Some(c) = self.by_name(name) {
+            return vec![c];
+        }
+        self.list().into_iter().filter(|c| c.client_name().as_deref() == Some(name)).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnectionInfo>>> {

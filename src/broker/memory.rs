@@ -35,6 +35,8 @@ pub struct MemoryMonitor {
     process_over: AtomicBool,
     /// Mirrors `rss` for Prometheus.
     rss_gauge: Option<IntGauge>,
+    /// Raised on demand (an injected fault), whatever the counts.
+    forced: AtomicBool,
 }
 
 /// How often resident memory is read.
@@ -53,7 +55,20 @@ impl MemoryMonitor {
             rss: AtomicU64::new(0),
             process_over: AtomicBool::new(false),
             rss_gauge: None,
+            forced: AtomicBool::new(false),
         }
+    }
+
+    /// Raises (or clears) the alarm on demand, as if memory ran out: for testing how
+    /// clients take connection.blocked.
+    pub fn force(&self, on: bool) {
+        self.forced.store(on, Ordering::Relaxed);
+        self.update();
+    }
+
+    /// Whether the alarm is raised on demand.
+    pub fn is_forced(&self) -> bool {
+        self.forced.load(Ordering::Relaxed)
     }
 
     /// Also alarms when the process's resident memory reaches `limit` octets (0: never),
@@ -123,7 +138,7 @@ impl MemoryMonitor {
         self.alarm.send_if_modified(|on| {
             let used = self.used.load(Ordering::Relaxed);
             let process_over = self.process_over.load(Ordering::Relaxed);
-            let now = used >= self.high_watermark || process_over;
+            let now = used >= self.high_watermark || process_over || self.forced.load(Ordering::Relaxed);
             if now == *on {
                 return false;
             }

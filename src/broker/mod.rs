@@ -77,6 +77,8 @@ pub struct Broker {
     pub connections: Arc<connections::Connections>,
     /// When it opened.
     pub started: std::time::Instant,
+    /// Until then (Unix ms), new connections are refused: a simulated restart.
+    refusing_until: AtomicU64,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection_id: AtomicU64,
     db: Database,
@@ -130,6 +132,7 @@ impl Broker {
             access,
             connections: Arc::default(),
             started: std::time::Instant::now(),
+            refusing_until: AtomicU64::new(0),
             vhosts: RwLock::default(),
             next_connection_id: AtomicU64::new(1),
             db,
@@ -280,6 +283,28 @@ impl Broker {
                 }
             }
         });
+    }
+
+    /// Simulates a restart for testing clients: every connection is closed with 320, as
+    /// a RabbitMQ shutdown closes them, and new ones are refused for `down`.
+    pub fn simulate_restart(&self, down: std::time::Duration) -> usize {
+        let until = message::now_ms().saturating_add(u64::try_from(down.as_millis()).unwrap_or(u64::MAX));
+        self.refusing_until.store(until, Ordering::Relaxed);
+        let open = self.connections.list();
+        for c in &open {
+            c.send(connections::Command::Close {
+                code: warren_protocol::ReplyCode::ConnectionForced,
+                text: "broker forced connection closure with reason 'shutdown'".to_owned(),
+            });
+        }
+        tracing::warn!(connections = open.len(), down_ms = down.as_millis() as u64, "simulated restart: connections closed, new ones refused for a while");
+        open.len()
+    }
+
+    /// Whether new connections are refused now (a simulated restart).
+    pub fn refusing_connections(&self) -> bool {
+        let until = self.refusing_until.load(Ordering::Relaxed);
+        until != 0 && message::now_ms() < until
     }
 
     /// The vhost called `name`.

@@ -1044,6 +1044,22 @@ fn cancel_consumer(consumer: &Arc<Consumer>) {
     }
 }
 
+impl VHost {
+    /// Cancels every consumer of `queue` as RabbitMQ does when a queue goes away under them
+    /// (basic.cancel to clients that take it), leaving the queue in place: an injected
+    /// fault. An auto-delete queue is deleted with its last consumer. Returns how many.
+    pub fn cancel_consumers(&self, queue: &Arc<Queue>) -> usize {
+        let consumers = queue.consumers();
+        for (c, _) in &consumers {
+            if queue.remove_consumer(c) {
+                self.delete_queue_now(queue);
+            }
+            cancel_consumer(c);
+        }
+        consumers.len()
+    }
+}
+
 /// A queue argument as RabbitMQ's inequivalence text shows it.
 fn show(v: Option<&AMQPValue>) -> String {
     let Some(v) = v else { return "none".to_owned() };

@@ -12,6 +12,7 @@ mod basic;
 mod channel;
 pub mod handshake;
 mod topology;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -67,6 +68,11 @@ pub(crate) struct Context {
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Encrypted (the management plane shows it).
     const TLS: bool;
+    /// Makes closing the socket send a TCP reset (an injected fault); false when the
+    /// transport cannot.
+    fn reset_on_close(reader: &Self::Reader) -> bool;
+    /// Drops the writer half without shutting its direction down (no FIN before a reset).
+    fn discard_writer(writer: Self::Writer);
     /// The half the frame loop reads.
     type Reader: AsyncRead + Unpin + Send + 'static;
     /// The half the writer task owns.
@@ -77,6 +83,13 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
 impl Transport for TcpStream {
     const TLS: bool = false;
+    fn reset_on_close(reader: &OwnedReadHalf) -> bool {
+        // SO_LINGER 0: close() discards unsent data and sends RST.
+        socket2::SockRef::from(reader.as_ref()).set_linger(Some(Duration::ZERO)).is_ok()
+    }
+    fn discard_writer(writer: OwnedWriteHalf) {
+        writer.forget();
+    }
     type Reader = OwnedReadHalf;
     type Writer = OwnedWriteHalf;
     fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
@@ -87,6 +100,13 @@ impl Transport for TcpStream {
 
 impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
     const TLS: bool = true;
+    fn reset_on_close(_: &Self::Reader) -> bool {
+        // The halves share the TLS session behind a lock; the socket is not reachable.
+        false
+    }
+    fn discard_writer(writer: Self::Writer) {
+        drop(writer);
+    }
     type Reader = tokio::io::ReadHalf<Self>;
     type Writer = tokio::io::WriteHalf<Self>;
     fn split(self) -> (Self::Reader, Self::Writer) {
@@ -167,7 +187,7 @@ async fn run<S: Transport>(
     broker.metrics.connections_opened.inc();
     broker.metrics.connections.inc();
     let outbound = Arc::new(Outbound::counted(tuning.frame_max, Arc::clone(&broker.memory)));
-    let (mut reader, writer) = stream.split();
+    let (mut reader, mut writer) = stream.split();
     let heartbeat = Duration::from_secs(u64::from(tuning.heartbeat));
     let writer_task = {
         let outbound = Arc::clone(&outbound);
@@ -175,8 +195,11 @@ async fn run<S: Transport>(
         let send_timeout = Duration::from_secs(broker.config.send_timeout);
         tokio::spawn(
             async move {
-                if let Err(e) = outbound.run_writer(writer, heartbeat / 2, send_timeout).await {
+                if let Err(e) = outbound.run_writer(&mut writer, heartbeat / 2, send_timeout).await {
                     warn!(error = %e, "writing to the client failed; closing the connection");
+                }
+                if outbound.is_aborted() {
+                    S::discard_writer(writer);
                 }
             }
             .in_current_span(),
@@ -191,8 +214,14 @@ async fn run<S: Transport>(
         blocked: false,
         blocked_notify,
         registered,
+        frozen_until: None,
+        reset: false,
+        trace: None,
     };
     let reason = conn.frame_loop(&mut reader, rbuf, heartbeat, shutdown, commands).await;
+    if conn.reset && !S::reset_on_close(&reader) {
+        warn!("cannot reset this transport; closing it plainly");
+    }
     // Teardown is the connection's Drop, so it also happens when this task panics.
     drop(conn);
     drop(slots);
@@ -214,6 +243,12 @@ struct Connection {
     blocked_notify: bool,
     /// Its entry in the broker's list of connections (removed when this is dropped).
     registered: Registered,
+    /// Frozen (an injected fault) until then: nothing read or written.
+    frozen_until: Option<Instant>,
+    /// Reset (an injected fault): the socket is dropped with a TCP reset.
+    reset: bool,
+    /// Where frames from the client are recorded, while tracing.
+    trace: Option<Arc<trace::Trace>>,
 }
 
 /// Why the frame loop ends the connection.
@@ -263,7 +298,7 @@ impl Connection {
                 rbuf.reserve(64 * 1024);
             }
             tokio::select! {
-                read = reader.read_buf(&mut rbuf), if !self.blocked => match read {
+                read = reader.read_buf(&mut rbuf), if !self.blocked && self.frozen_until.is_none() => match read {
                     Ok(0) => return if self.closing.is_some() { "closed by broker".into() } else { "client closed the socket".into() },
                     Ok(_) => last_read = Instant::now(),
                     Err(e) => return format!("socket error: {e}"),
@@ -274,7 +309,7 @@ impl Connection {
                 _ = alarm.changed() => {}
                 _ = disk_alarm.changed() => {}
                 _ = ticker.tick() => {
-                    if self.closing.is_none() && !self.blocked && !heartbeat.is_zero() && last_read.elapsed() >= heartbeat * 2 {
+                    if self.closing.is_none() && !self.blocked && self.frozen_until.is_none() && !heartbeat.is_zero() && last_read.elapsed() >= heartbeat * 2 {
                         warn!(timeout_secs = heartbeat.as_secs() * 2, "missed heartbeats from client; closing");
                         return "missed heartbeats".into();
                     }
@@ -294,11 +329,37 @@ impl Connection {
                     self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
                 }
                 Some(command) = commands.recv(), if self.closing.is_none() => match command {
-                    Command::Close(text) => {
-                        info!(reason = %text, "closed through the management API");
-                        self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
+                    Command::Close { code, text } => {
+                        info!(code = code.code(), reason = %text, "closed through the management API");
+                        self.fail(0, AmqpError::connection(code, text));
+                    }
+                    Command::Reset => {
+                        info!("reset through the management API");
+                        self.reset = true;
+                        self.ctx.outbound.abort();
+                        return "reset through the management API".into();
+                    }
+                    Command::Freeze(d) => {
+                        info!(seconds = d.as_secs(), "frozen through the management API");
+                        self.frozen_until = Some(Instant::now() + d);
+                        self.ctx.outbound.freeze(true);
+                    }
+                    Command::Delay(d) => {
+                        info!(delay_ms = d.as_millis() as u64, "outbound delay set through the management API");
+                        self.ctx.outbound.delay(d);
+                    }
+                    Command::Trace(trace) => {
+                        info!(on = trace.is_some(), "protocol trace switched through the management API");
+                        self.ctx.outbound.trace(trace.clone());
+                        self.trace = trace;
                     }
                 },
+                _ = tokio::time::sleep_until(self.frozen_until.unwrap_or(far_future).into()), if self.frozen_until.is_some() => {
+                    info!("thawed");
+                    self.frozen_until = None;
+                    self.ctx.outbound.freeze(false);
+                    last_read = Instant::now();
+                }
                 _ = user_deleted.wait_for(|deleted| *deleted), if self.closing.is_none() => {
                     let text = format!("user '{}' is deleted", self.ctx.grant.user.name);
                     self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
@@ -362,7 +423,12 @@ impl Connection {
                 return Ok(true);
             }
             let frame = match frame::decode(rbuf, self.frame_max) {
-                Ok(Some(frame)) => frame,
+                Ok(Some(frame)) => {
+                    if let Some(t) = &self.trace {
+                        t.frame(trace::Direction::In, &frame);
+                    }
+                    frame
+                }
                 Ok(None) => return Ok(false),
                 Err(e) => {
                     // The stream cannot be resynchronised after a framing error.

@@ -130,8 +130,30 @@ pub enum Verb {
         #[arg(long = "if-unused")]
         if_unused: bool,
     },
-    /// Closes a client connection (its name as list_connections shows it) with a reason.
-    CloseConnection { name: String, reason: String },
+    /// Closes a client connection (its name as list_connections shows it, or its client's
+    /// connection_name) with a reason, and with --code another reply code than 320.
+    CloseConnection {
+        name: String,
+        reason: String,
+        #[arg(long)]
+        code: Option<u16>,
+    },
+    /// Fault injection: drops a connection with a TCP reset, no close method.
+    ResetConnection { name: String },
+    /// Fault injection: a connection reads and writes nothing (heartbeats included) for a while.
+    FreezeConnection { name: String, seconds: u64 },
+    /// Fault injection: delays everything written to a connection (0 clears it).
+    DelayConnection { name: String, ms: u64 },
+    /// Fault injection: raises the memory alarm (publishers are blocked) until cleared.
+    RaiseMemoryAlarm,
+    /// Clears the memory alarm raised on demand.
+    ClearMemoryAlarm,
+    /// Fault injection: the next COUNT publishes to a queue of the vhost are nacked.
+    NackPublishes { queue: String, count: u64 },
+    /// Fault injection: cancels a queue's consumers (they get basic.cancel).
+    CancelConsumers { queue: String },
+    /// Fault injection: closes every connection with 320 and refuses new ones for a while.
+    SimulateRestart { seconds: u64 },
     /// Writes the definitions to a file ("-" for stdout).
     ExportDefinitions { path: String },
     /// Imports definitions from a file ("-" for stdin).
@@ -289,9 +311,44 @@ pub fn run(args: &CtlArgs) -> Result<(), CtlError> {
             info(format!("Deleting queue '{name}' on vhost '{}' ...", args.vhost));
             client.delete(&format!("/api/queues/{v}/{}?if-empty={if_empty}&if-unused={if_unused}", seg(name)), &[])
         }
-        Verb::CloseConnection { name, reason } => {
+        Verb::CloseConnection { name, reason, code } => {
             info(format!("Closing connection {name}, reason: {reason}..."));
-            client.delete(&format!("/api/connections/{}", seg(name)), &[("x-reason", reason)])
+            match code {
+                None => client.delete(&format!("/api/connections/{}", seg(name)), &[("x-reason", reason)]),
+                Some(code) => client.post(&format!("/api/warren/connections/{}/close", seg(name)), &json!({"code": code, "reason": reason})).map(drop),
+            }
+        }
+        Verb::ResetConnection { name } => {
+            info(format!("Resetting connection {name} ..."));
+            client.post(&format!("/api/warren/connections/{}/reset", seg(name)), &json!({})).map(drop)
+        }
+        Verb::FreezeConnection { name, seconds } => {
+            info(format!("Freezing connection {name} for {seconds} s ..."));
+            client.post(&format!("/api/warren/connections/{}/freeze", seg(name)), &json!({"seconds": seconds})).map(drop)
+        }
+        Verb::DelayConnection { name, ms } => {
+            info(format!("Delaying what is sent to connection {name} by {ms} ms ..."));
+            client.post(&format!("/api/warren/connections/{}/delay", seg(name)), &json!({"ms": ms})).map(drop)
+        }
+        Verb::RaiseMemoryAlarm => {
+            info("Raising the memory alarm ...".to_owned());
+            client.put("/api/warren/alarms/memory", &json!({}))
+        }
+        Verb::ClearMemoryAlarm => {
+            info("Clearing the memory alarm ...".to_owned());
+            client.delete("/api/warren/alarms/memory", &[])
+        }
+        Verb::NackPublishes { queue, count } => {
+            info(format!("Nacking the next {count} publishes to queue '{queue}' in vhost '{}' ...", args.vhost));
+            client.post(&format!("/api/warren/queues/{v}/{}/nack-publishes", seg(queue)), &json!({"count": count})).map(drop)
+        }
+        Verb::CancelConsumers { queue } => {
+            info(format!("Cancelling the consumers of queue '{queue}' in vhost '{}' ...", args.vhost));
+            client.post(&format!("/api/warren/queues/{v}/{}/cancel-consumers", seg(queue)), &json!({})).map(drop)
+        }
+        Verb::SimulateRestart { seconds } => {
+            info(format!("Simulating a restart: closing every connection, refusing new ones for {seconds} s ..."));
+            client.post("/api/warren/restart", &json!({"seconds": seconds})).map(drop)
         }
         Verb::ExportDefinitions { path } => {
             let defs = client.get("/api/definitions")?;

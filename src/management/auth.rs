@@ -25,8 +25,9 @@ pub struct ApiError {
     pub status: StatusCode,
     /// RabbitMQ's `error` word.
     pub error: &'static str,
-    /// What went wrong.
-    pub reason: String,
+    /// What went wrong: text, or RabbitMQ's `[word, detail]` array for a value of the
+    /// wrong type (`["not_boolean", "yes"]`).
+    pub reason: serde_json::Value,
 }
 
 impl ApiError {
@@ -37,18 +38,23 @@ impl ApiError {
 
     /// 400 with a reason.
     pub fn bad_request(reason: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, error: "bad_request", reason: reason.into() }
+        ApiError { status: StatusCode::BAD_REQUEST, error: "bad_request", reason: serde_json::Value::String(reason.into()) }
+    }
+
+    /// 400 with RabbitMQ's array reason: `["not_int", "delivery_mode"]`.
+    pub fn bad_value(word: &str, detail: &str) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, error: "bad_request", reason: json!([word, detail]) }
     }
 
     /// 401 for a user who may not do this (RabbitMQ answers a missing tag or permission
     /// with 401 too, spelled `not_authorised`).
     pub fn not_authorised(reason: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::UNAUTHORIZED, error: "not_authorised", reason: reason.into() }
+        ApiError { status: StatusCode::UNAUTHORIZED, error: "not_authorised", reason: serde_json::Value::String(reason.into()) }
     }
 
     /// 401 for no credentials: an empty body and the challenge.
     fn no_credentials() -> Self {
-        ApiError { status: StatusCode::UNAUTHORIZED, error: "", reason: String::new() }
+        ApiError { status: StatusCode::UNAUTHORIZED, error: "", reason: serde_json::Value::Null }
     }
 
     /// 401 for credentials that do not log in (spelled `not_authorized`, as RabbitMQ).
@@ -58,7 +64,7 @@ impl ApiError {
 
     /// 405 for a method a route does not take (empty body, as RabbitMQ).
     pub fn method_not_allowed() -> Self {
-        ApiError { status: StatusCode::METHOD_NOT_ALLOWED, error: "", reason: String::new() }
+        ApiError { status: StatusCode::METHOD_NOT_ALLOWED, error: "", reason: serde_json::Value::Null }
     }
 
     /// 401 for a vhost the caller has no permissions in.
@@ -68,7 +74,7 @@ impl ApiError {
 
     /// 500 for a failure of the broker itself.
     pub fn internal(reason: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, error: "internal_error", reason: reason.into() }
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, error: "internal_error", reason: serde_json::Value::String(reason.into()) }
     }
 }
 
@@ -89,7 +95,7 @@ impl From<warren_protocol::AmqpError> for ApiError {
     fn from(e: warren_protocol::AmqpError) -> Self {
         use warren_protocol::ReplyCode;
         match e.code {
-            ReplyCode::NotFound => ApiError { status: StatusCode::NOT_FOUND, error: "not_found", reason: e.text.to_string() },
+            ReplyCode::NotFound => ApiError { status: StatusCode::NOT_FOUND, error: "not_found", reason: e.text.to_string().into() },
             ReplyCode::AccessRefused => ApiError::not_authorised("Access refused."),
             _ => ApiError::bad_request(e.text.to_string()),
         }
@@ -144,9 +150,9 @@ impl Caller {
         if self.is_monitor() { Ok(()) } else { Err(ApiError::not_authorised("Not monitor user")) }
     }
 
-    /// 401 unless a policymaker.
+    /// 401 unless a policymaker (RabbitMQ's words for a policy change by anyone else).
     pub fn need_policymaker(&self) -> Result<(), ApiError> {
-        if self.is_policymaker() { Ok(()) } else { Err(ApiError::not_authorised("Not policymaker user")) }
+        if self.is_policymaker() { Ok(()) } else { Err(ApiError::not_authorised("User not authorised to access object")) }
     }
 
     /// Whether the caller sees `vhost`'s queues, exchanges, bindings and policies:

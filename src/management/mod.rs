@@ -42,10 +42,25 @@ const MAX_BODY: usize = 20 * 1024 * 1024;
 /// The management port: the API under `/api`, the UI at `/`.
 pub fn management_router(broker: Arc<Broker>) -> Router {
     let mgmt = Mgmt { broker, rates: Arc::default() };
-    api::routes()
-        .merge(ui::routes())
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(mgmt)
+    let app = api::routes().merge(ui::routes()).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(mgmt);
+    // Before routing: `/api/queues/` is `/api/queues`, as in RabbitMQ.
+    Router::new().fallback_service(tower::ServiceExt::map_request(app, trim_trailing_slash))
+}
+
+/// An API path without its trailing slash (`/api/` itself kept: the API's index).
+fn trim_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {
+    let path = req.uri().path();
+    if path.len() > "/api/".len() && path.starts_with("/api/") && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let rebuilt = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(uri) = rebuilt.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }
 
 /// The metrics port: `/metrics`, `/metrics/per-object`, `/metrics/detailed`.

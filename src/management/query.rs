@@ -34,10 +34,12 @@ impl ListQuery {
         let page = if params.contains_key("page") {
             let (page, size) = (number("page", 1)?, number("page_size", 100)?);
             if page == 0 || size == 0 || size > MAX_PAGE_SIZE {
+                // As RabbitMQ words it: a page size not given is `undefined`.
+                let shown = if params.contains_key("page_size") { size.to_string() } else { "undefined".to_owned() };
                 return Err(ApiError {
                     status: axum::http::StatusCode::BAD_REQUEST,
                     error: "invalid_pagination_parameters",
-                    reason: format!("Invalid pagination parameters: page number {page}, page size {size}"),
+                    reason: format!("Invalid pagination parameters: page number {page}, page size {shown}").into(),
                 });
             }
             Some((page, size))
@@ -85,7 +87,7 @@ impl ListQuery {
             return Err(ApiError {
                 status: axum::http::StatusCode::BAD_REQUEST,
                 error: "page_out_of_range",
-                reason: format!("Page out of range, page: {page} page size: {size}, len: {filtered}"),
+                reason: format!("Page out of range, page: {page} page size: {size}, len: {filtered}").into(),
             });
         }
         let shown: Vec<Value> = items.iter().skip((page - 1) * size).take(size).map(|i| self.project(i)).collect();

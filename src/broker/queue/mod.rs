@@ -139,6 +139,8 @@ pub struct Queue {
     default_consumer_timeout: u64,
     /// Deliveries acknowledged (counted by the acking channel, outside the queue lock).
     acked: AtomicU64,
+    /// Publishes still to refuse (an injected fault: their publishers get basic.nack).
+    refuse_next: AtomicU64,
     state: Mutex<QueueState>,
 }
 
@@ -258,6 +260,7 @@ impl Queue {
             consumer_timeout,
             default_consumer_timeout,
             acked: AtomicU64::new(0),
+            refuse_next: AtomicU64::new(0),
             state: Mutex::new(QueueState { ready: ReadyList::new(bands), consumers: Consumers::new(single_active), ..QueueState::default() }),
         });
         if let Some(expires) = queue.args().expires {
@@ -714,6 +717,9 @@ impl Queue {
     /// dispatches. The store write happens before the queue lock is taken, so publishers
     /// and consumers of a durable queue do not wait on each other's disk work.
     pub fn enqueue(&self, msg: Arc<Message>) -> Enqueued {
+        if self.refuse_next.load(Ordering::Relaxed) != 0 && self.take_refusal() {
+            return Enqueued::Failed;
+        }
         // The settings as they are now, loaded once for the whole enqueue.
         let args = self.args();
         let timed = msg.ttl.is_some() || args.message_ttl.is_some();
@@ -1035,6 +1041,17 @@ impl Queue {
             get: c.get,
             ack: self.acked.load(Ordering::Relaxed),
         }
+    }
+
+    /// Refuses the next `n` messages published to this queue as if its store failed
+    /// (their publishers get basic.nack in confirm mode): an injected fault.
+    pub fn refuse_publishes(&self, n: u64) {
+        self.refuse_next.store(n, Ordering::Relaxed);
+    }
+
+    /// Takes one of the refusals [`Self::refuse_publishes`] set, if any are left.
+    fn take_refusal(&self) -> bool {
+        self.refuse_next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
     }
 
     /// Counts `n` acknowledged deliveries.

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{body, created_or_updated, list, no_content, one, ApiResult, Params};
+use super::{body, created_or_updated, list, no_content, paged, one, ApiResult, Params};
 use crate::access::{Permission, TopicPermission, VhostInfo};
 use crate::broker::policy::{ApplyTo, PolicyDef};
 use crate::definitions::{Tags, UserDef};
@@ -42,7 +42,7 @@ fn vhost_json(mgmt: &Mgmt, info: &VhostInfo) -> Value {
 /// `GET /api/vhosts`: those the caller may use (all for monitors).
 pub async fn vhosts(State(mgmt): State<Mgmt>, caller: Caller, params: Params) -> ApiResult {
     let items = mgmt.broker.access.vhosts().iter().filter(|v| caller.lists_vhost(&mgmt, &v.name)).map(|v| vhost_json(&mgmt, v)).collect();
-    list(&params, items)
+    paged(&params, items)
 }
 
 /// `GET /api/vhosts/{vhost}` (administrator, as RabbitMQ).
@@ -69,7 +69,7 @@ struct VhostBody {
 /// tags (limits are kept), as RabbitMQ does.
 pub async fn put_vhost(State(mgmt): State<Mgmt>, caller: Caller, Path(name): Path<String>, raw: Bytes) -> ApiResult {
     caller.need_admin()?;
-    let b: VhostBody = body(&raw)?;
+    let b: VhostBody = body(&raw, &[])?;
     if b.default_queue_type.as_deref().is_some_and(|t| t != "classic") {
         return Err(ApiError::bad_request("default_queue_type: Warren creates classic queues by default; only 'classic' is accepted"));
     }
@@ -146,7 +146,7 @@ struct UserBody {
 /// RabbitMQ; without a password or hash the user cannot log in with a password.
 pub async fn put_user(State(mgmt): State<Mgmt>, caller: Caller, Path(name): Path<String>, raw: Bytes) -> ApiResult {
     caller.need_admin()?;
-    let b: UserBody = body(&raw)?;
+    let b: UserBody = body(&raw, &[])?;
     let existing = mgmt.broker.access.user(&name);
     let mut def = match &existing {
         Some(u) => UserDef::from_user(u),
@@ -245,7 +245,7 @@ struct PermissionBody {
 /// `PUT /api/permissions/{vhost}/{user}` (administrator).
 pub async fn put_permission(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost, user)): Path<(String, String)>, raw: Bytes) -> ApiResult {
     caller.need_admin()?;
-    let b: PermissionBody = body(&raw)?;
+    let b: PermissionBody = body(&raw, &["configure", "write", "read"])?;
     if mgmt.broker.access.user(&user).is_none() || mgmt.broker.access.vhost(&vhost).is_none() {
         return Err(ApiError::bad_request("vhost_or_user_not_found"));
     }
@@ -303,11 +303,13 @@ struct TopicBody {
 /// `PUT /api/topic-permissions/{vhost}/{user}` (administrator).
 pub async fn put_topic_permission(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost, user)): Path<(String, String)>, raw: Bytes) -> ApiResult {
     caller.need_admin()?;
-    let b: TopicBody = body(&raw)?;
+    let b: TopicBody = body(&raw, &["exchange", "write", "read"])?;
     if mgmt.broker.access.user(&user).is_none() || mgmt.broker.access.vhost(&vhost).is_none() {
         return Err(ApiError::bad_request("vhost_or_user_not_found"));
     }
-    let existed = mgmt.broker.access.topic_permissions().iter().any(|(u, v, t)| *u == user && *v == vhost && t.exchange == b.exchange);
+    // As RabbitMQ: 201 only for the user's first topic permission in the vhost (another
+    // exchange's is an update of the same object).
+    let existed = mgmt.broker.access.topic_permissions().iter().any(|(u, v, _)| *u == user && *v == vhost);
     mgmt.broker.access.set_topic_permission(&user, &vhost, TopicPermission { exchange: b.exchange, write: b.write, read: b.read })?;
     created_or_updated(!existed)
 }
@@ -337,8 +339,9 @@ fn clear_topic(mgmt: &Mgmt, vhost: &str, user: &str) -> ApiResult {
 
 // --- policies ---
 
+/// The policies of the vhosts the caller sees (any management user reads them, as in
+/// RabbitMQ; changing them needs `policymaker`).
 fn policy_list(mgmt: &Mgmt, caller: &Caller, only: Option<&str>) -> Result<Vec<Value>, ApiError> {
-    caller.need_policymaker()?;
     let names = match only {
         Some(v) => {
             caller.need_vhost(mgmt, v)?;
@@ -356,17 +359,17 @@ fn policy_list(mgmt: &Mgmt, caller: &Caller, only: Option<&str>) -> Result<Vec<V
     Ok(out)
 }
 
-/// `GET /api/policies` (policymaker).
+/// `GET /api/policies`.
 pub async fn policies(State(mgmt): State<Mgmt>, caller: Caller, params: Params) -> ApiResult {
     list(&params, policy_list(&mgmt, &caller, None)?)
 }
 
-/// `GET /api/policies/{vhost}` (policymaker).
+/// `GET /api/policies/{vhost}`.
 pub async fn vhost_policies(State(mgmt): State<Mgmt>, caller: Caller, Path(vhost): Path<String>, params: Params) -> ApiResult {
     list(&params, policy_list(&mgmt, &caller, Some(&vhost))?)
 }
 
-/// `GET /api/policies/{vhost}/{name}` (policymaker).
+/// `GET /api/policies/{vhost}/{name}`.
 pub async fn policy(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost, name)): Path<(String, String)>, params: Params) -> ApiResult {
     let found = policy_list(&mgmt, &caller, Some(&vhost))?.into_iter().find(|p| p["name"] == name.as_str()).ok_or_else(ApiError::not_found)?;
     one(&params, found)
@@ -380,16 +383,27 @@ struct PolicyBody {
     #[serde(default)]
     priority: i64,
     #[serde(rename = "apply-to", default)]
-    apply_to: ApplyTo,
+    apply_to: Option<String>,
+}
+
+/// `apply-to`, refused in RabbitMQ's words (3.13's list of what it may be).
+fn apply_to(given: Option<&str>) -> Result<ApplyTo, ApiError> {
+    let Some(text) = given else { return Ok(ApplyTo::default()) };
+    serde_json::from_value(Value::String(text.to_owned())).map_err(|_| {
+        ApiError::bad_request(format!(
+            "Validation failed\n\napply-to '{text}' unrecognised; should be 'queues', 'classic_queues', 'quorum_queues', 'streams', 'exchanges', or 'all'\n"
+        ))
+    })
 }
 
 /// `PUT /api/policies/{vhost}/{name}` (policymaker).
 pub async fn put_policy(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost, name)): Path<(String, String)>, raw: Bytes) -> ApiResult {
     caller.need_policymaker()?;
     caller.need_vhost(&mgmt, &vhost)?;
-    let b: PolicyBody = body(&raw)?;
+    let b: PolicyBody = body(&raw, &["pattern", "definition"])?;
+    let apply_to = apply_to(b.apply_to.as_deref())?;
     let existed = mgmt.broker.vhost(&vhost).is_some_and(|v| v.policies().iter().any(|p| p.def.name == name));
-    mgmt.broker.set_policy(PolicyDef { vhost, name, pattern: b.pattern, apply_to: b.apply_to, priority: b.priority, definition: b.definition })?;
+    mgmt.broker.set_policy(PolicyDef { vhost, name, pattern: b.pattern, apply_to, priority: b.priority, definition: b.definition })?;
     created_or_updated(!existed)
 }
 

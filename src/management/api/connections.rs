@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
 
-use super::{list, no_content, node_name, one, ApiResult, Params};
+use super::{list, no_content, node_name, one, paged, ApiResult, Params};
 use crate::broker::connections::{Command, ConnectionInfo};
 use crate::broker::consumer::{ChannelDelivery, Consumer};
 use crate::definitions::json_table;
@@ -140,13 +140,13 @@ fn consumers_in(mgmt: &Mgmt, caller: &Caller, only: Option<&str>) -> Vec<Value> 
 
 /// `GET /api/connections`.
 pub async fn connections(State(mgmt): State<Mgmt>, caller: Caller, params: Params) -> ApiResult {
-    list(&params, visible_connections(&mgmt, &caller, None).iter().map(|c| connection_json(c)).collect())
+    paged(&params, visible_connections(&mgmt, &caller, None).iter().map(|c| connection_json(c)).collect())
 }
 
 /// `GET /api/vhosts/{vhost}/connections`.
 pub async fn vhost_connections(State(mgmt): State<Mgmt>, caller: Caller, Path(vhost): Path<String>, params: Params) -> ApiResult {
     mgmt.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
-    list(&params, visible_connections(&mgmt, &caller, Some(&vhost)).iter().map(|c| connection_json(c)).collect())
+    paged(&params, visible_connections(&mgmt, &caller, Some(&vhost)).iter().map(|c| connection_json(c)).collect())
 }
 
 fn find_connection(mgmt: &Mgmt, caller: &Caller, name: &str) -> Result<Arc<ConnectionInfo>, ApiError> {
@@ -167,7 +167,7 @@ pub async fn close_connection(State(mgmt): State<Mgmt>, caller: Caller, Path(nam
     }
     let reason = headers.get("x-reason").and_then(|v| v.to_str().ok()).filter(|r| !r.is_empty()).unwrap_or(DEFAULT_REASON);
     tracing::info!(connection = %c.name, user = %caller.user.name, reason, "closing a connection through the management API");
-    c.send(Command::Close(reason.to_owned()));
+    c.send(Command::Close { code: warren_protocol::ReplyCode::ConnectionForced, text: reason.to_owned() });
     no_content()
 }
 
@@ -177,18 +177,18 @@ fn channels_of(conns: &[Arc<ConnectionInfo>]) -> Vec<Value> {
 
 /// `GET /api/connections/{name}/channels`.
 pub async fn connection_channels(State(mgmt): State<Mgmt>, caller: Caller, Path(name): Path<String>, params: Params) -> ApiResult {
-    list(&params, channels_of(&[find_connection(&mgmt, &caller, &name)?]))
+    paged(&params, channels_of(&[find_connection(&mgmt, &caller, &name)?]))
 }
 
 /// `GET /api/channels`.
 pub async fn channels(State(mgmt): State<Mgmt>, caller: Caller, params: Params) -> ApiResult {
-    list(&params, channels_of(&visible_connections(&mgmt, &caller, None)))
+    paged(&params, channels_of(&visible_connections(&mgmt, &caller, None)))
 }
 
 /// `GET /api/vhosts/{vhost}/channels`.
 pub async fn vhost_channels(State(mgmt): State<Mgmt>, caller: Caller, Path(vhost): Path<String>, params: Params) -> ApiResult {
     mgmt.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
-    list(&params, channels_of(&visible_connections(&mgmt, &caller, Some(&vhost))))
+    paged(&params, channels_of(&visible_connections(&mgmt, &caller, Some(&vhost))))
 }
 
 /// `GET /api/channels/{name}`: the channel with its consumers.

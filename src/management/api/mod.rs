@@ -6,8 +6,10 @@
 mod access;
 mod connections;
 mod definitions;
+mod faults;
 mod overview;
 mod topology;
+mod trace;
 
 use std::collections::HashMap;
 
@@ -89,6 +91,15 @@ pub fn routes() -> Router<Mgmt> {
         .route("/api/consumers/{vhost}", get(connections::vhost_consumers))
         .route("/api/definitions", get(definitions::export).post(definitions::import))
         .route("/api/definitions/{vhost}", get(definitions::export_vhost).post(definitions::import_vhost))
+        .route("/api/warren/connections/{name}/close", post(faults::close))
+        .route("/api/warren/connections/{name}/reset", post(faults::reset))
+        .route("/api/warren/connections/{name}/freeze", post(faults::freeze))
+        .route("/api/warren/connections/{name}/delay", post(faults::delay))
+        .route("/api/warren/alarms/memory", axum::routing::put(faults::raise_memory_alarm).delete(faults::clear_memory_alarm))
+        .route("/api/warren/queues/{vhost}/{name}/nack-publishes", post(faults::nack_publishes))
+        .route("/api/warren/queues/{vhost}/{name}/cancel-consumers", post(faults::cancel_consumers))
+        .route("/api/warren/restart", post(faults::restart))
+        .route("/api/warren/connections/{name}/trace", get(trace::read).post(trace::start).delete(trace::stop))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found() }))
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
 }
@@ -98,9 +109,17 @@ fn json(v: Value) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
-/// A list, with the request's sorting, paging and columns.
-fn list(params: &Params, items: Vec<Value>) -> ApiResult {
+/// A list, with the request's sorting, paging and columns (the lists RabbitMQ pages:
+/// queues, exchanges, vhosts, connections and channels).
+fn paged(params: &Params, items: Vec<Value>) -> ApiResult {
     json(ListQuery::parse(params)?.apply(items)?)
+}
+
+/// A list, with the request's sorting and columns; paging parameters are ignored, as
+/// RabbitMQ ignores them on these lists (users, bindings, policies, permissions...).
+fn list(params: &Params, items: Vec<Value>) -> ApiResult {
+    let plain: HashMap<String, String> = params.iter().filter(|(k, _)| !matches!(k.as_str(), "page" | "page_size" | "name" | "use_regex")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    json(ListQuery::parse(&plain)?.apply(items)?)
 }
 
 /// One object, with the request's columns.
@@ -119,22 +138,31 @@ fn no_content() -> ApiResult {
 }
 
 /// A request body as JSON (whatever its content type, an empty one as `{}`): 400
-/// `not_json` when it is not a JSON object, `[{key_missing,<key>}]` as RabbitMQ words a
-/// missing key, serde's words for a wrong type.
-fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+/// `not_json` when it is not a JSON object, `[{key_missing,write},{key_missing,read}]` as
+/// RabbitMQ words the `required` keys that are absent (all of them, in that order), and
+/// RabbitMQ's `["not_boolean","yes"]` arrays (or serde's words) for a wrong type.
+fn body<T: serde::de::DeserializeOwned>(raw: &[u8], required: &[&str]) -> Result<T, ApiError> {
     let value: Value = if raw.iter().all(u8::is_ascii_whitespace) {
         Value::Object(serde_json::Map::new())
     } else {
         serde_json::from_slice(raw).map_err(|_| ApiError::bad_request("not_json"))?
     };
-    if !value.is_object() {
+    let Value::Object(fields) = &value else {
         return Err(ApiError::bad_request("not_json"));
+    };
+    let missing: Vec<String> = required.iter().filter(|k| !fields.contains_key(**k)).map(|k| format!("{{key_missing,{k}}}")).collect();
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
     }
     serde_json::from_value(value).map_err(|e| {
         let text = e.to_string();
-        match text.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()) {
-            Some(key) => ApiError::bad_request(format!("[{{key_missing,{key}}}]")),
-            None => ApiError::bad_request(text),
+        if let Some(key) = text.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()) {
+            return ApiError::bad_request(format!("[{{key_missing,{key}}}]"));
+        }
+        // The lenient fields' errors are RabbitMQ's `[word, detail]` arrays.
+        match serde_json::from_str::<Vec<String>>(&text) {
+            Ok(pair) if pair.len() == 2 => ApiError::bad_value(&pair[0], &pair[1]),
+            _ => ApiError::bad_request(text),
         }
     })
 }
@@ -146,6 +174,15 @@ mod lenient {
     use serde::{Deserialize, Deserializer};
     use serde_json::Value;
 
+    /// RabbitMQ's `["not_boolean","yes"]`, as an error text `body` turns back into the array.
+    pub fn refusal<E: Error>(word: &str, value: &Value) -> E {
+        let detail = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        E::custom(serde_json::json!([word, detail]))
+    }
+
     /// A boolean, or the string `"true"` / `"false"`.
     pub fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
         match Value::deserialize(d)? {
@@ -153,17 +190,20 @@ mod lenient {
             Value::String(s) if s == "true" => Ok(Some(true)),
             Value::String(s) if s == "false" => Ok(Some(false)),
             Value::Null => Ok(None),
-            other => Err(D::Error::custom(format!("not_boolean: {other}"))),
+            other => Err(refusal("not_boolean", &other)),
         }
     }
 
     /// A non-negative integer, or a string of one.
     pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         match Value::deserialize(d)? {
-            Value::Number(n) => n.as_u64().map(Some).ok_or_else(|| D::Error::custom(format!("not_int: {n}"))),
-            Value::String(s) => s.trim().parse().map(Some).map_err(|_| D::Error::custom(format!("not_int: {s}"))),
+            Value::Number(n) => n.as_u64().map(Some).ok_or_else(|| refusal("not_int", &Value::Number(n))),
+            Value::String(s) => match s.trim().parse() {
+                Ok(n) => Ok(Some(n)),
+                Err(_) => Err(refusal("not_int", &Value::String(s))),
+            },
             Value::Null => Ok(None),
-            other => Err(D::Error::custom(format!("not_int: {other}"))),
+            other => Err(refusal("not_int", &other)),
         }
     }
 }

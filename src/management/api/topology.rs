@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use warren_protocol::content::Payload;
 
-use super::{body, created_or_updated, json, lenient, list, no_content, node_name, one, ApiResult, Params};
+use super::{body, created_or_updated, json, lenient, list, no_content, paged, node_name, one, ApiResult, Params};
 use crate::access::{Perm, Resource};
 use crate::broker::exchange::{Binding, Destination, Exchange};
 use crate::broker::message::Message;
@@ -183,7 +183,7 @@ fn exchange_list(mgmt: &Mgmt, caller: &Caller, only: Option<&str>, params: &Para
     for v in visible_vhosts(mgmt, caller, only)? {
         items.extend(v.exchanges().iter().map(|x| exchange_json(&v.name, x)));
     }
-    list(params, items)
+    paged(params, items)
 }
 
 /// `GET /api/exchanges`.
@@ -221,7 +221,7 @@ struct ExchangeBody {
 
 /// `PUT /api/exchanges/{vhost}/{name}`: declares; 201 new, 204 existing and equivalent.
 pub async fn put_exchange(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost, name)): Path<(String, String)>, raw: Bytes) -> ApiResult {
-    let b: ExchangeBody = body(&raw)?;
+    let b: ExchangeBody = body(&raw, &[])?;
     let grant = caller.grant(&mgmt, &vhost)?;
     let v = caller.need_vhost(&mgmt, &vhost)?;
     if name.starts_with("amq.") && v.exchange(&name).is_none() {
@@ -264,21 +264,15 @@ fn flag(params: &Params, key: &str) -> bool {
 /// The body of `POST /api/exchanges/{vhost}/{name}/publish`.
 #[derive(Debug, Deserialize)]
 struct PublishBody {
-    #[serde(default)]
     properties: Map<String, Value>,
     routing_key: String,
     payload: String,
-    #[serde(default = "string_encoding")]
     payload_encoding: String,
-}
-
-fn string_encoding() -> String {
-    "string".to_owned()
 }
 
 /// `POST /api/exchanges/{vhost}/{name}/publish`: `{"routed": bool}`.
 pub async fn publish(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost, name)): Path<(String, String)>, raw: Bytes) -> ApiResult {
-    let b: PublishBody = body(&raw)?;
+    let b: PublishBody = body(&raw, &["properties", "routing_key", "payload", "payload_encoding"])?;
     let grant = caller.grant(&mgmt, &vhost)?;
     let v = caller.need_vhost(&mgmt, &vhost)?;
     let name = exchange_name(&name);
@@ -286,7 +280,7 @@ pub async fn publish(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost, name
     grant.check(Perm::Write, Resource::Exchange, name)?;
     let body = match b.payload_encoding.as_str() {
         "string" => b.payload.into_bytes(),
-        "base64" => base64::engine::general_purpose::STANDARD.decode(b.payload.trim()).map_err(|e| ApiError::bad_request(format!("payload is not base64: {e}")))?,
+        "base64" => base64::engine::general_purpose::STANDARD.decode(b.payload.trim()).map_err(|_| ApiError::bad_value("not_base64", &b.payload))?,
         other => return Err(ApiError::bad_request(format!("payload_encoding must be string or base64, not '{other}'"))),
     };
     let props = properties_from_json(&b.properties)?;
@@ -329,7 +323,7 @@ fn properties_from_json(p: &Map<String, Value>) -> Result<BasicProperties, ApiEr
         ShortString::try_new(s).map_err(|_| ApiError::bad_request(format!("property {k} is too long")))
     };
     let number = |k: &str, v: &Value| -> Result<u64, ApiError> {
-        v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).ok_or_else(|| ApiError::bad_request(format!("property {k} must be a number")))
+        v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).ok_or_else(|| ApiError::bad_value("not_int", k))
     };
     for (k, v) in p {
         out = match k.as_str() {
@@ -416,7 +410,7 @@ fn queue_list(mgmt: &Mgmt, caller: &Caller, only: Option<&str>, params: &Params)
     for v in visible_vhosts(mgmt, caller, only)? {
         items.extend(v.queues().iter().map(|q| queue_json(mgmt, &v, q, &unacked)));
     }
-    list(params, items)
+    paged(params, items)
 }
 
 /// `GET /api/queues`.
@@ -454,7 +448,7 @@ struct QueueBody {
 /// `PUT /api/queues/{vhost}/{name}`: declares; 201 new, 204 existing and equivalent, 400
 /// with the AMQP text when not equivalent.
 pub async fn put_queue(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost, name)): Path<(String, String)>, raw: Bytes) -> ApiResult {
-    let b: QueueBody = body(&raw)?;
+    let b: QueueBody = body(&raw, &[])?;
     let grant = caller.grant(&mgmt, &vhost)?;
     let v = caller.need_vhost(&mgmt, &vhost)?;
     if name.starts_with("amq.") {
@@ -519,7 +513,7 @@ enum AckMode {
 /// `POST /api/queues/{vhost}/{name}/get`: up to `count` messages, then requeued, acked or
 /// rejected (dead-lettered) as `ackmode` says.
 pub async fn get_messages(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost, name)): Path<(String, String)>, raw: Bytes) -> ApiResult {
-    let b: GetBody = body(&raw)?;
+    let b: GetBody = body(&raw, &["count", "ackmode", "encoding"])?;
     let mode = match b.ackmode.as_str() {
         "ack_requeue_true" => AckMode::AckRequeue,
         "ack_requeue_false" => AckMode::Ack,
@@ -536,7 +530,7 @@ pub async fn get_messages(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost,
     let truncate = b.truncate.map(|t| usize::try_from(t).unwrap_or(usize::MAX));
     let grant = caller.grant(&mgmt, &vhost)?;
     let v = caller.need_vhost(&mgmt, &vhost)?;
-    let q = v.queue(&name).ok_or_else(|| ApiError { status: axum::http::StatusCode::NOT_FOUND, error: "not_found", reason: format!("NOT_FOUND - no queue '{name}' in vhost '{vhost}'") })?;
+    let q = v.queue(&name).ok_or_else(|| ApiError { status: axum::http::StatusCode::NOT_FOUND, error: "not_found", reason: format!("NOT_FOUND - no queue '{name}' in vhost '{vhost}'").into() })?;
     grant.check(Perm::Read, Resource::Queue, &name)?;
     q.check_access(API_CONNECTION)?;
     let mut out = Vec::new();
@@ -689,10 +683,20 @@ struct BindingBody {
 fn check_binding(grant: &crate::access::Grant, kind: Resource, destination: &str, source: &str) -> Result<(), ApiError> {
     grant.check(Perm::Write, kind, destination)?;
     if source.is_empty() {
-        return Err(ApiError::not_authorised("operation not permitted on the default exchange"));
+        return Err(ApiError::not_authorised("Access refused."));
     }
     grant.check(Perm::Read, Resource::Exchange, source)?;
     Ok(())
+}
+
+/// What a properties key has escaped in a `Location`: all but RFC 3986's unreserved
+/// characters (`k.%23` is `k.%2523`, `r.1~OfANRw` stays as it is).
+const LOCATION_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Whether a properties key from a URL names `binding`'s: RabbitMQ reads a space there as the
+/// `+` of the form encoding (`r 2` finds `r+2`).
+fn same_key(binding: &Value, props: &str) -> bool {
+    binding["properties_key"] == props || binding["properties_key"] == props.replace(' ', "+").as_str()
 }
 
 /// `POST /api/bindings/{vhost}/e/{source}/{q|e}/{destination}`: 201 with the new
@@ -703,7 +707,7 @@ pub async fn add_binding(
     Path((vhost, source, kind, destination)): Path<(String, String, String, String)>,
     raw: Bytes,
 ) -> ApiResult {
-    let b: BindingBody = body(&raw)?;
+    let b: BindingBody = body(&raw, &[])?;
     let kind = destination_kind(&kind)?;
     let grant = caller.grant(&mgmt, &vhost)?;
     let v = caller.need_vhost(&mgmt, &vhost)?;
@@ -715,7 +719,7 @@ pub async fn add_binding(
         Resource::Exchange => v.bind_exchange(&destination, source, &b.routing_key, &arguments)?,
     }
     // RabbitMQ's Location is relative: the destination and the properties key.
-    let location = format!("{destination}/{}", percent_encoding::utf8_percent_encode(&properties_key(&b.routing_key, &arguments), percent_encoding::NON_ALPHANUMERIC));
+    let location = format!("{destination}/{}", percent_encoding::utf8_percent_encode(&properties_key(&b.routing_key, &arguments), LOCATION_ESCAPED));
     let mut response = axum::response::IntoResponse::into_response(axum::http::StatusCode::CREATED);
     if let Ok(value) = axum::http::HeaderValue::from_str(&location) {
         response.headers_mut().insert(axum::http::header::LOCATION, value);
@@ -731,7 +735,7 @@ pub async fn binding(
     params: Params,
 ) -> ApiResult {
     let v = caller.need_vhost(&mgmt, &vhost)?;
-    let found = bindings_from_to(&v, &source, destination_kind(&kind)?, &destination)?.into_iter().find(|b| b["properties_key"] == props.as_str());
+    let found = bindings_from_to(&v, &source, destination_kind(&kind)?, &destination)?.into_iter().find(|b| same_key(b, &props));
     one(&params, found.ok_or_else(ApiError::not_found)?)
 }
 
@@ -744,7 +748,7 @@ pub async fn delete_binding(
     let kind = destination_kind(&kind)?;
     let grant = caller.grant(&mgmt, &vhost)?;
     let v = caller.need_vhost(&mgmt, &vhost)?;
-    let found = bindings_from_to(&v, &source, kind, &destination)?.into_iter().find(|b| b["properties_key"] == props.as_str()).ok_or_else(ApiError::not_found)?;
+    let found = bindings_from_to(&v, &source, kind, &destination)?.into_iter().find(|b| same_key(b, &props)).ok_or_else(ApiError::not_found)?;
     let source = exchange_name(&source);
     check_binding(&grant, kind, &destination, source)?;
     let key = found["routing_key"].as_str().unwrap_or_default().to_owned();
