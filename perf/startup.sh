@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Start-up time and memory of an ephemeral broker, the fixture use case: from exec to the
+# ready line on stdout (every listener bound), and its resident memory then, over N runs
+# (median and worst). With --rabbitmq, the same for a RabbitMQ node started natively
+# (Debian's rabbitmq-server, a fresh node each run, until its AMQP port accepts).
+#
+#   perf/startup.sh [--runs N] [--warren target/release/warren] [--rabbitmq]
+set -euo pipefail
+RUNS=20
+WARREN=target/release/warren
+RABBIT=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --runs) RUNS=$2; shift 2 ;;
+    --warren) WARREN=$2; shift 2 ;;
+    --rabbitmq) RABBIT=1; shift ;;
+    *) echo "usage: $0 [--runs N] [--warren PATH] [--rabbitmq]" >&2; exit 2 ;;
+  esac
+done
+python3 - "$WARREN" "$RUNS" "$RABBIT" <<'PY'
+import os, socket, statistics, subprocess, sys, tempfile, time, shutil
+
+warren, runs, rabbit = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+def report(name, times, rss):
+    times.sort()
+    print(f"{name}: start {statistics.median(times)*1000:.1f} ms median, {times[-1]*1000:.1f} ms worst over {len(times)} runs; "
+          f"RSS at ready {statistics.median(rss)/1024:.1f} MiB median")
+
+times, rss = [], []
+for _ in range(runs):
+    t0 = time.perf_counter()
+    p = subprocess.Popen([warren, "--ephemeral", "--port", "0", "--exit-on-stdin-close", "--log-level", "error"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    times.append(time.perf_counter() - t0)
+    assert line.startswith("{"), line
+    rss.append(rss_kib(p.pid))
+    p.stdin.close()
+    p.wait(timeout=10)
+report(f"warren --ephemeral ({warren})", times, rss)
+
+if rabbit:
+    times, rss = [], []
+    for i in range(min(runs, 3)):
+        base = tempfile.mkdtemp(prefix="rmq-start-")
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+        env = dict(os.environ, RABBITMQ_NODENAME=f"start{i}-{os.getpid()}@localhost", RABBITMQ_NODE_PORT=str(port),
+                   RABBITMQ_NODE_IP_ADDRESS="127.0.0.1", RABBITMQ_MNESIA_BASE=base, RABBITMQ_LOG_BASE=base,
+                   RABBITMQ_DIST_PORT=str(port + 20000 if port < 45000 else port - 20000),
+                   RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(base, "enabled_plugins"))
+        t0 = time.perf_counter()
+        p = subprocess.Popen(["rabbitmq-server"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                if time.perf_counter() - t0 > 120:
+                    raise SystemExit("rabbitmq did not start in 120 s")
+                time.sleep(0.02)
+        times.append(time.perf_counter() - t0)
+        beam = subprocess.run(["pgrep", "-f", f"-sname start{i}-{os.getpid()}"], capture_output=True, text=True).stdout.split()
+        rss.append(sum(rss_kib(int(b)) for b in beam) or 0)
+        os.killpg(p.pid, 15)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+        subprocess.run(["pkill", "-f", f"start{i}-{os.getpid()}"], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+    report("RabbitMQ 3.10 (Debian, native start)", times, rss)
+PY
