@@ -260,3 +260,52 @@ async fn trace_text(port: u16) -> String {
     .await
     .expect("join")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backdoor_peeks_waits_and_resets_a_vhost() {
+    let port = free_port();
+    let b = start_with(|c| c.management_port = port).await;
+    let (conn, ch) = b.channel().await;
+    declare(&ch, "bd").await;
+    for body in [b"one".as_slice(), b"two", b"three"] {
+        publish(&ch, "", "bd", body).await;
+    }
+    // Peek: the first two, in order, left in place and not marked redelivered.
+    let (status, peeked) = api(port, "GET", "/api/warren/queues/%2F/bd/messages?count=2", None).await;
+    assert_eq!(status, 200);
+    let payloads: Vec<&str> = peeked.as_array().expect("array").iter().map(|m| m["payload"].as_str().expect("payload")).collect();
+    assert_eq!(payloads, ["one", "two"]);
+    assert_eq!(declare(&ch, "bd").await.message_count(), 3);
+    let first = ch.basic_get("bd".into(), BasicGetOptions { no_ack: false }).await.expect("get").expect("a message");
+    assert_eq!(first.delivery.data, b"one");
+    assert!(!first.delivery.redelivered, "peeking marked the message redelivered");
+
+    // Wait: for a count that holds now, for an ack to come, and a timeout.
+    let (status, state) = api(port, "GET", "/api/warren/queues/%2F/bd/wait?messages=3", None).await;
+    assert_eq!((status, state["messages_unacknowledged"].as_u64()), (200, Some(1)));
+    let acker = {
+        let delivery = first.delivery;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        })
+    };
+    let (status, state) = api(port, "GET", "/api/warren/queues/%2F/bd/wait?acks=1&timeout=10000", None).await;
+    assert_eq!((status, state["acks"].as_u64(), state["messages"].as_u64()), (200, Some(1), Some(2)));
+    acker.await.expect("acker");
+    assert_eq!(api(port, "GET", "/api/warren/queues/%2F/bd/wait?messages=5&timeout=200", None).await.0, 408);
+    assert_eq!(api(port, "GET", "/api/warren/queues/%2F/bd/wait", None).await.0, 400);
+
+    // Reset: queues, exchanges and policies go; the vhost, amq.* and permissions stay.
+    ch.exchange_declare("bd-x".into(), lapin::ExchangeKind::Topic, Default::default(), Default::default()).await.expect("exchange");
+    assert_eq!(api(port, "PUT", "/api/policies/%2F/bd-p", Some(json!({"pattern": "^bd", "definition": {"max-length": 10}}))).await.0, 201);
+    let (status, gone) = api(port, "DELETE", "/api/warren/vhosts/%2F/contents", None).await;
+    assert_eq!(status, 200);
+    assert_eq!((gone["queues"].as_u64(), gone["exchanges"].as_u64(), gone["policies"].as_u64()), (Some(1), Some(1), Some(1)));
+    assert_eq!(api(port, "GET", "/api/queues/%2F/bd", None).await.0, 404);
+    assert_eq!(api(port, "GET", "/api/exchanges/%2F/bd-x", None).await.0, 404);
+    assert_eq!(api(port, "GET", "/api/exchanges/%2F/amq.topic", None).await.0, 200);
+    assert_eq!(api(port, "GET", "/api/policies/%2F/bd-p", None).await.0, 404);
+    let _ = conn.close(200, "bye".into()).await;
+    b.stop().await;
+}

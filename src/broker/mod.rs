@@ -232,6 +232,20 @@ impl Broker {
         Ok(())
     }
 
+    /// Empties a vhost for the next test: its queues (with their messages), exchanges but
+    /// the predeclared ones, bindings and policies go; the vhost, its permissions, limits
+    /// and connections stay. Returns (queues, exchanges, policies) deleted.
+    pub fn reset_vhost(&self, name: &str) -> Result<(usize, usize, usize), AccessError> {
+        let vhost = self.vhost(name).ok_or_else(|| AccessError::NoVhost(name.to_owned()))?;
+        let (queues, exchanges) = vhost.reset();
+        let policies = vhost.policies();
+        for p in &policies {
+            self.clear_policy(name, &p.def.name)?;
+        }
+        tracing::info!(vhost = %name, queues, exchanges, policies = policies.len(), "vhost reset");
+        Ok((queues, exchanges, policies.len()))
+    }
+
     /// Deletes a user: its permissions go, and its open connections are closed (320).
     pub fn delete_user(&self, name: &str) -> Result<(), AccessError> {
         self.access.delete_user(name)?.close_connections();

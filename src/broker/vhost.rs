@@ -1045,6 +1045,24 @@ fn cancel_consumer(consumer: &Arc<Consumer>) {
 }
 
 impl VHost {
+    /// Deletes the vhost's queues with their messages and its exchanges but the
+    /// predeclared ones, with their bindings (see [`crate::broker::Broker::reset_vhost`]).
+    /// Returns (queues, exchanges) deleted.
+    pub fn reset(&self) -> (usize, usize) {
+        let queues = self.queues();
+        for q in &queues {
+            // The queue's consumers get basic.cancel as for any deleted queue.
+            self.delete_queue_now(q);
+        }
+        let exchanges: Vec<Arc<Exchange>> = self.exchanges().into_iter().filter(|x| !x.name.is_empty() && !reserved(&x.name)).collect();
+        for x in &exchanges {
+            if let Err(e) = self.delete_exchange(&x.name, false) {
+                warn!(vhost = %self.name, exchange = %x.name, error = %e, "reset: cannot delete an exchange");
+            }
+        }
+        (queues.len(), exchanges.len())
+    }
+
     /// Cancels every consumer of `queue` as RabbitMQ does when a queue goes away under them
     /// (basic.cancel to clients that take it), leaving the queue in place: an injected
     /// fault. An auto-delete queue is deleted with its last consumer. Returns how many.

@@ -1054,6 +1054,19 @@ impl Queue {
         self.refuse_next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
     }
 
+    /// The first `n` ready messages in delivery order, left where they are (nothing is
+    /// delivered, redelivered or expired): the test backdoor's peek. Paged-out contents are
+    /// read back from the store after the lock is released.
+    pub fn peek(&self, n: usize) -> Vec<(Arc<Message>, EntryMeta)> {
+        let seen: Vec<(u64, Option<Arc<Message>>, EntryMeta)> = self.lock().ready.iter().take(n).map(|r| (r.offset, r.msg.clone(), r.meta)).collect();
+        seen.into_iter()
+            .filter_map(|(offset, msg, meta)| match msg {
+                Some(m) => Some((m, meta)),
+                None => self.load(offset, meta.priority).ok().flatten().map(|m| (m, meta)),
+            })
+            .collect()
+    }
+
     /// Counts `n` acknowledged deliveries.
     pub fn count_acks(&self, n: u64) {
         self.acked.fetch_add(n, Ordering::Relaxed);

@@ -166,6 +166,11 @@ impl ReadyList {
         }
     }
 
+    /// The messages in delivery order (highest band first, each band oldest first).
+    pub fn iter(&self) -> impl Iterator<Item = &Ready> {
+        self.bands.iter().rev().flatten()
+    }
+
     /// Visits every message (to rebuild the deadline index).
     pub fn for_each(&self, mut f: impl FnMut(&Ready)) {
         self.bands.iter().flatten().for_each(&mut f);

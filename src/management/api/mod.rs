@@ -4,6 +4,7 @@
 //! 204 when it changes, DELETE 204, unknown objects 404.
 
 mod access;
+mod backdoor;
 mod connections;
 mod definitions;
 mod faults;
@@ -99,6 +100,9 @@ pub fn routes() -> Router<Mgmt> {
         .route("/api/warren/queues/{vhost}/{name}/nack-publishes", post(faults::nack_publishes))
         .route("/api/warren/queues/{vhost}/{name}/cancel-consumers", post(faults::cancel_consumers))
         .route("/api/warren/restart", post(faults::restart))
+        .route("/api/warren/queues/{vhost}/{name}/messages", get(backdoor::peek))
+        .route("/api/warren/queues/{vhost}/{name}/wait", get(backdoor::wait))
+        .route("/api/warren/vhosts/{vhost}/contents", axum::routing::delete(backdoor::reset_vhost))
         .route("/api/warren/connections/{name}/trace", get(trace::read).post(trace::start).delete(trace::stop))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found() }))
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

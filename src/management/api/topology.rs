@@ -352,7 +352,7 @@ fn properties_from_json(p: &Map<String, Value>) -> Result<BasicProperties, ApiEr
 
 /// The API's JSON of basic properties (RabbitMQ's names; absent ones left out; none at
 /// all is `[]`, as RabbitMQ writes it).
-fn properties_json(raw: &[u8]) -> Value {
+pub(super) fn properties_json(raw: &[u8]) -> Value {
     let Some(p) = warren_protocol::properties::decode(raw) else { return json!([]) };
     let mut out = Map::new();
     let mut put = |k: &str, v: Option<Value>| {
