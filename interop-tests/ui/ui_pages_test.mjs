@@ -96,6 +96,24 @@ async function main() {
     && tr.querySelector('[data-col="consumer_count"]').textContent === '1'), localPort);
   await p.screenshot({ path: path.join(SHOTS, 'pages-channels.png'), fullPage: true });
 
+  step('protocol trace of the AMQP client, from the connections page');
+  await go('#/connections', 'connections');
+  // Before the trace starts, reading it is a 400 the page explains.
+  expectHttpError = (r) => r.status() === 400 && r.url().includes('/trace');
+  await connRow.first().locator('a', { hasText: 'Trace' }).click();
+  await p.locator('section[data-page="trace"]').waitFor();
+  await p.locator('button', { hasText: 'Start trace' }).click();
+  let traced = false;
+  for (let i = 0; i < 50 && !traced; i++) {
+    await ch.checkQueue(Q);
+    traced = (await p.locator('table[data-table="trace"] tbody tr[data-name="queue.declare-ok"]').count()) > 0;
+    if (!traced) await p.waitForTimeout(200);
+  }
+  if (!traced) fail('the trace page never showed the queue.declare-ok the client caused');
+  await p.screenshot({ path: path.join(SHOTS, 'pages-trace.png'), fullPage: true });
+  await p.locator('button', { hasText: 'Stop trace' }).click();
+  expectHttpError = null;
+
   step('add a topic exchange through the form');
   await go('#/exchanges', 'exchanges');
   let f = await openAdd('add-exchange');

@@ -127,6 +127,12 @@ pub fn ids(payload: &[u8]) -> Result<(u16, u16), AmqpError> {
     }
 }
 
+/// Decodes a method the broker itself encoded (any class, server methods included), for
+/// the protocol trace. Not for client input: it has none of [`decode`]'s guards.
+pub fn decode_own(payload: &[u8]) -> Option<AMQPClass> {
+    parse_class(payload).ok().map(|(_, m)| m)
+}
+
 /// Decodes a method a client sent.
 ///
 /// Errors: 501 for a payload too short to hold ids; 540 for a class or method a server does

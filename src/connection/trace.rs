@@ -84,7 +84,10 @@ fn describe(dir: Direction, frame: &Frame) -> Value {
     match frame {
         Frame::Method { channel, payload } => {
             let (name, fields) = match method::ids(payload) {
-                Ok((c, m)) => (method::name(c, m), method::decode(payload).map_or_else(|e| format!("undecodable: {e}"), |m| format!("{m:?}"))),
+                // What a client sent goes through the guarded decoder; the broker's own
+                // frames through the plain one.
+                Ok((c, m)) if dir == "in" => (method::name(c, m), method::decode(payload).map_or_else(|e| format!("undecodable: {e}"), |m| format!("{m:?}"))),
+                Ok((c, m)) => (method::name(c, m), method::decode_own(payload).map_or_else(|| "undecodable".to_owned(), |m| format!("{m:?}"))),
                 Err(e) => ("?", format!("undecodable: {e}")),
             };
             json!({"ts": ts, "dir": dir, "channel": channel, "type": "method", "method": name, "fields": fields})
@@ -120,6 +123,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         let first: Value = serde_json::from_str(&lines[0]).expect("json");
         assert_eq!((first["dir"].as_str(), first["method"].as_str(), first["channel"].as_u64()), (Some("out"), Some("channel.open-ok"), Some(1)));
+        assert!(first["fields"].as_str().is_some_and(|f| f.contains("OpenOk")), "{first}");
         for _ in 0..KEPT_LINES {
             t.frame(Direction::In, &Frame::Heartbeat { channel: 0 });
         }

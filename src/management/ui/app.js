@@ -380,13 +380,52 @@
         { k: 'product', t: 'Product', f: function (c) { return fmt(get(c, 'client_properties.product')) + (get(c, 'client_properties.version') ? ' ' + c.client_properties.version : ''); } },
         { k: 'channels', t: 'Channels', num: true }, { k: 'state', t: 'State' },
         { k: 'actions', t: '', f: function (c) {
-          return btn('Close', function () {
+          return [link('#/trace/' + enc(c.name), 'Trace'), ' ', btn('Close', function () {
             if (!confirm('Close connection ' + c.name + '?')) return;
             act(api('DELETE', '/connections/' + enc(c.name), undefined, { 'X-Reason': 'Closed via Warren management UI' }), 'Connection closed', PAGES._refresh);
-          }, 'danger');
+          }, 'danger')];
         } }
       ]
     });
+  };
+
+  // The protocol trace of one connection: every frame both ways, newest last.
+  PAGES.trace = function (name) {
+    var path = '/warren/connections/' + enc(name) + '/trace';
+    var body = h('tbody');
+    var note = h('p', { 'data-field': 'trace-state' }, 'Not tracing yet: start the trace, then use the connection.');
+    function summary(l) {
+      if (l.type === 'method') return l.method + ' ' + (l.fields || '');
+      if (l.type === 'header') return 'content header, ' + l.body_size + ' octets' + (l.properties ? ' ' + l.properties : '');
+      if (l.type === 'body') return 'body ' + l.size + ' octets: ' + (l.prefix || '');
+      return l.type;
+    }
+    function refresh() {
+      return api('GET', path).then(function (text) {
+        var lines = String(text || '').split('\n').filter(Boolean).map(function (t) { try { return JSON.parse(t); } catch (e) { return null; } }).filter(Boolean);
+        note.textContent = lines.length + ' frames recorded (the last 10,000 are kept).';
+        body.replaceChildren.apply(body, lines.slice(-500).map(function (l) {
+          return h('tr', { 'data-name': l.method || l.type },
+            h('td', { 'data-col': 'time' }, new Date(l.ts).toISOString().slice(11, 23)),
+            h('td', { 'data-col': 'dir' }, l.dir === 'in' ? 'client \u2192' : '\u2190 broker'),
+            h('td', { 'data-col': 'channel', class: 'num' }, String(l.channel)),
+            h('td', { 'data-col': 'frame' }, h('code', null, summary(l))));
+        }));
+      }, function (e) {
+        if (e && e.status === 400) { note.textContent = 'Not tracing yet: start the trace, then use the connection.'; return; }
+        throw e;
+      });
+    }
+    return {
+      refresh: refresh,
+      el: h('section', { 'data-page': 'trace' }, h('h2', null, 'Protocol trace'),
+        h('p', null, 'Connection ', h('code', null, name)),
+        h('div', { class: 'actions' },
+          btn('Start trace', function () { act(api('POST', path), 'Tracing', refresh); }),
+          btn('Stop trace', function () { act(api('DELETE', path), 'Trace stopped', refresh); })),
+        note,
+        h('table', { 'data-table': 'trace' }, h('thead', null, h('tr', null, h('th', null, 'Time'), h('th', null, 'Direction'), h('th', null, 'Channel'), h('th', null, 'Frame'))), body))
+    };
   };
 
   PAGES.channels = function () {
