@@ -425,3 +425,45 @@ async fn a_huge_purge_and_a_mass_expiry_do_not_stall_other_clients() {
     let q = ch.queue_declare("expiring".into(), passive, FieldTable::default()).await.expect("count");
     assert_eq!(q.message_count(), 0, "expired meanwhile");
 }
+
+/// A connection task that panics still tears down: its unacknowledged messages go back,
+/// its exclusive queue goes, its slots (broker, vhost, user) and its registry entry are
+/// freed, and the broker serves the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_task_that_panics_still_releases_everything_it_held() {
+    use warren::broker::connections::Command;
+    let b = start().await;
+    let (observer, och) = b.channel().await;
+    declare(&och, "work").await;
+    for i in 0..2u8 {
+        publish(&och, "", "work", &[i]).await;
+    }
+    let victim = lapin::Connection::connect(&b.uri(), lapin::ConnectionProperties::default().with_connection_name("victim".into())).await.expect("connect");
+    let vch = victim.create_channel().await.expect("channel");
+    vch.queue_declare("victims-own".into(), lapin::options::QueueDeclareOptions { exclusive: true, ..Default::default() }, Default::default()).await.expect("exclusive queue");
+    vch.basic_qos(1, lapin::options::BasicQosOptions::default()).await.expect("qos");
+    let mut consumer = consume(&vch, "work", "victim-consumer").await;
+    let _unacked = next(&mut consumer).await;
+    assert_eq!(b.broker.access.usage("guest").connections.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+    let targets = b.broker.connections.named("victim");
+    assert_eq!(targets.len(), 1);
+    targets[0].send(Command::Panic);
+
+    within("the panicked connection's teardown", async {
+        loop {
+            let gone = b.broker.connections.named("victim").is_empty();
+            let requeued = declare(&och, "work").await.message_count() == 2;
+            let slots = b.broker.access.usage("guest").connections.load(std::sync::atomic::Ordering::Relaxed) == 1;
+            if gone && requeued && slots && b.broker.vhost("/").is_some_and(|v| v.queue("victims-own").is_none()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(b.broker.metrics.render().contains("rabbitmq_connections 1"), "{}", b.broker.metrics.render());
+    assert_alive(&b).await;
+    drop(observer);
+    b.stop().await;
+}

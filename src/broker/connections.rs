@@ -36,6 +36,9 @@ pub enum Command {
     Delay(std::time::Duration),
     /// Record every frame both ways into this trace (None: stop recording).
     Trace(Option<Arc<Trace>>),
+    /// Panic in the connection's task (tests of the teardown that must still happen).
+    #[cfg(feature = "test-hooks")]
+    Panic,
 }
 
 /// One open connection, as listed.

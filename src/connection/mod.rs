@@ -353,6 +353,8 @@ impl Connection {
                         self.ctx.outbound.trace(trace.clone());
                         self.trace = trace;
                     }
+                    #[cfg(feature = "test-hooks")]
+                    Command::Panic => panic!("a panic injected by a test"),
                 },
                 _ = tokio::time::sleep_until(self.frozen_until.unwrap_or(far_future).into()), if self.frozen_until.is_some() => {
                     info!("thawed");
