@@ -47,6 +47,27 @@ for _ in range(runs):
     p.wait(timeout=10)
 report(f"warren --ephemeral ({warren})", times, rss)
 
+# A vhost per test: create and delete through the management API (one HTTP request each).
+import base64, json, urllib.request
+p = subprocess.Popen([warren, "--ephemeral", "--port", "0", "--exit-on-stdin-close", "--log-level", "error"],
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+mgmt = json.loads(p.stdout.readline())["management_url"]
+auth = "Basic " + base64.b64encode(b"guest:guest").decode()
+def call(method, path):
+    req = urllib.request.Request(mgmt + path.lstrip("/"), method=method, headers={"authorization": auth, "content-type": "application/json"}, data=b"{}" if method == "PUT" else None)
+    t0 = time.perf_counter()
+    urllib.request.urlopen(req).read()
+    return time.perf_counter() - t0
+creates, deletes = [], []
+for i in range(max(runs * 5, 50)):
+    creates.append(call("PUT", f"/api/vhosts/test-{i}"))
+    deletes.append(call("DELETE", f"/api/vhosts/test-{i}"))
+p.stdin.close(); p.wait(timeout=10)
+creates.sort(); deletes.sort()
+print(f"vhost per test: create {statistics.median(creates)*1000:.2f} ms median ({creates[int(len(creates)*0.95)]*1000:.2f} ms p95), "
+      f"delete {statistics.median(deletes)*1000:.2f} ms median ({deletes[int(len(deletes)*0.95)]*1000:.2f} ms p95), "
+      f"HTTP round trip included, {len(creates)} each")
+
 if rabbit:
     times, rss = [], []
     for i in range(min(runs, 3)):
