@@ -12,7 +12,9 @@
 #
 # Env: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/), MGMT_URL (default
 #      http://127.0.0.1:15672/; both are set by run.sh when it starts warren),
-#      WARREN_BIN, WARREN_ARGS (extra args for warren), PYTHON (default python3),
+#      WARREN_BIN (exported to the suites: the python and node fault-injection
+#      tests start brokers of their own with it and are skipped without it),
+#      WARREN_ARGS (extra args for warren), PYTHON (default python3),
 #      RABBITMQADMIN (default: rabbitmqadmin on PATH, installed with apt-get
 #      when missing), INTEROP_SUITE_TIMEOUT (seconds per suite, default 600).
 set -euo pipefail
@@ -172,6 +174,9 @@ if [[ -n ${WARREN_BIN:-} ]]; then
   [[ $WARREN_BIN == */* && $WARREN_BIN != /* ]] && WARREN_BIN="$ORIG_PWD/$WARREN_BIN"
   [[ -x $WARREN_BIN ]] || WARREN_BIN=$(command -v "$WARREN_BIN" || true)
   [[ -n $WARREN_BIN && -x $WARREN_BIN ]] || die "WARREN_BIN is not an executable"
+  # test_12_tls.py, test_13_faults.py and node/tests/faults.test.js start
+  # warrens of their own (fixtures/warren_pytest.py, fixtures/warren_node.mjs)
+  export WARREN_BIN
   free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
   PORT=$(free_port)
   mkdir -p "$WORK/data"
