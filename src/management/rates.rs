@@ -26,7 +26,14 @@ struct Samples {
 /// The samples of every object the API has shown.
 #[derive(Debug, Default)]
 pub struct Rates {
-    samples: Mutex<HashMap<String, Samples>>,
+    samples: Mutex<Table>,
+}
+
+/// The samples, and when those of gone objects were last dropped.
+#[derive(Debug, Default)]
+struct Table {
+    by_key: HashMap<String, Samples>,
+    pruned: Option<Instant>,
 }
 
 impl Rates {
@@ -46,11 +53,17 @@ impl Rates {
     /// there are two).
     pub fn rates(&self, key: &str, values: &[u64]) -> Vec<f64> {
         let now = Instant::now();
-        let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        if all.len() > 1024 {
-            all.retain(|_, s| now.duration_since(s.read) < FORGET_AFTER);
+        let mut table = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        // Dropping the samples of gone objects walks them all: at most once per interval,
+        // not on every read (a list of 10,000 queues reads 20,000 keys).
+        if table.by_key.len() > 1024 && table.pruned.is_none_or(|t| now.duration_since(t) >= INTERVAL) {
+            table.by_key.retain(|_, s| now.duration_since(s.read) < FORGET_AFTER);
+            table.pruned = Some(now);
         }
-        let s = all.entry(key.to_owned()).or_insert_with(|| Samples { previous: None, latest: (now, values.to_vec()), read: now });
+        if !table.by_key.contains_key(key) {
+            table.by_key.insert(key.to_owned(), Samples { previous: None, latest: (now, values.to_vec()), read: now });
+        }
+        let Some(s) = table.by_key.get_mut(key) else { return vec![0.0; values.len()] };
         s.read = now;
         if now.duration_since(s.latest.0) >= INTERVAL {
             s.previous = Some(std::mem::replace(&mut s.latest, (now, values.to_vec())));

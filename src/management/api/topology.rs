@@ -18,6 +18,7 @@ use super::{body, created_or_updated, json, lenient, list, no_content, paged, no
 use crate::access::{Perm, Resource};
 use crate::broker::exchange::{Binding, Destination, Exchange};
 use crate::broker::message::Message;
+use crate::broker::policy::Policy;
 use crate::broker::queue::Queue;
 use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
 use crate::definitions::{amqp_table, json_table};
@@ -74,14 +75,14 @@ fn exchange_json(vhost: &str, x: &Exchange) -> Value {
     })
 }
 
-fn queue_json(mgmt: &Mgmt, v: &VHost, q: &Arc<Queue>, unacked: &HashMap<usize, u64>) -> Value {
+fn queue_json(mgmt: &Mgmt, v: &VHost, policies: &[Arc<Policy>], q: &Arc<Queue>, unacked: &HashMap<usize, u64>) -> Value {
     let s = q.stats();
     let held = unacked.get(&queue_key(q)).copied().unwrap_or(0);
     let args = q.args();
     let key = format!("q\0{}\0{}", v.name, q.name);
     let stats = mgmt.rates.message_stats(&key, &["publish", "deliver", "deliver_no_ack", "get", "deliver_get", "redeliver", "ack"], &[s.publish, s.deliver, 0, s.get, s.deliver + s.get, s.redeliver, s.ack]);
     let queued = mgmt.rates.rates(&format!("{key}\0queued"), &[s.ready + held, s.ready, held]);
-    let policy = crate::broker::policy::choose(&v.policies(), |p| p.matches_queue(&q.name, args.kind)).map(|p| p.def.name.clone());
+    let policy = crate::broker::policy::choose(policies, |p| p.matches_queue(&q.name, args.kind)).map(|p| p.def.name.clone());
     let mut out = json!({
         "name": q.name,
         "vhost": v.name,
@@ -408,7 +409,8 @@ fn queue_list(mgmt: &Mgmt, caller: &Caller, only: Option<&str>, params: &Params)
     let unacked = unacked_by_queue(mgmt);
     let mut items = Vec::new();
     for v in visible_vhosts(mgmt, caller, only)? {
-        items.extend(v.queues().iter().map(|q| queue_json(mgmt, &v, q, &unacked)));
+        let policies = v.policies();
+        items.extend(v.queues().iter().map(|q| queue_json(mgmt, &v, &policies, q, &unacked)));
     }
     paged(params, items)
 }
@@ -427,7 +429,7 @@ pub async fn vhost_queues(State(mgmt): State<Mgmt>, caller: Caller, Path(vhost):
 pub async fn queue(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost, name)): Path<(String, String)>, params: Params) -> ApiResult {
     let v = caller.need_vhost(&mgmt, &vhost)?;
     let q = v.queue(&name).ok_or_else(ApiError::not_found)?;
-    let mut item = queue_json(&mgmt, &v, &q, &unacked_by_queue(&mgmt));
+    let mut item = queue_json(&mgmt, &v, &v.policies(), &q, &unacked_by_queue(&mgmt));
     let consumers: Vec<Value> = q.consumers().iter().map(|(c, active)| super::connections::consumer_json(&mgmt, &v.name, c, *active)).collect();
     item["consumer_details"] = Value::Array(consumers);
     one(&params, item)
