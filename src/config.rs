@@ -94,6 +94,26 @@ pub struct Config {
     /// Bind the management and metrics listeners to free ports too (set by `--port 0`
     /// when their ports are not given), so several brokers run side by side.
     pub free_ports: bool,
+    /// The RabbitMQ version whose behaviour Warren follows where 3.13 and 4.x differ.
+    pub compat: Compat,
+}
+
+/// A compatibility profile: the RabbitMQ version whose AMQP 0-9-1 behaviour Warren
+/// follows where RabbitMQ 3.13 and 4.x differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+pub enum Compat {
+    /// RabbitMQ 3.13.
+    #[default]
+    #[value(name = "rabbitmq-3.13")]
+    #[serde(rename = "rabbitmq-3.13")]
+    RabbitMq313,
+    /// RabbitMQ 4.x with its deprecated features denied: basic.qos global=true acts per
+    /// consumer; x-queue-mode and transient non-exclusive queues are refused; quorum
+    /// queues have a delivery limit of 20 by default, and a consumer that times out on
+    /// one is cancelled instead of its channel closed.
+    #[value(name = "rabbitmq-4")]
+    #[serde(rename = "rabbitmq-4")]
+    RabbitMq4,
 }
 
 /// The user name a client certificate gives for the EXTERNAL mechanism (RabbitMQ's
@@ -192,6 +212,7 @@ impl Default for Config {
             ephemeral: false,
             free_ports: false,
             disk_free_limit_mb: 50,
+            compat: Compat::RabbitMq313,
         }
     }
 }
@@ -342,6 +363,13 @@ pub struct Cli {
     /// Stop (gracefully) when stdin is closed: a test fixture's broker ends with its parent.
     #[arg(long)]
     pub exit_on_stdin_close: bool,
+    /// Behave as this RabbitMQ version where 3.13 and 4.x differ: rabbitmq-4 treats
+    /// basic.qos global=true as per consumer, refuses x-queue-mode and non-durable
+    /// non-exclusive queues, gives quorum queues a delivery limit of 20, and cancels a
+    /// quorum queue consumer that times out instead of closing its channel
+    /// [default: rabbitmq-3.13].
+    #[arg(long, value_enum, value_name = "PROFILE", env = "WARREN_COMPAT")]
+    pub compat: Option<Compat>,
 }
 
 /// Why the configuration could not be loaded.
@@ -391,7 +419,7 @@ impl Cli {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        set!(bind, port, metrics_port, management_port, data_dir, log_level, default_user, default_pass, default_vhost, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, vm_memory_high_watermark, disk_free_limit_mb, consumer_timeout, send_timeout, tls_port, tls_cert_login_from);
+        set!(bind, port, metrics_port, management_port, data_dir, log_level, default_user, default_pass, default_vhost, channel_max, frame_max, heartbeat, max_message_size, max_connections, handshake_timeout, queue_memory_mb, store_cache_mb, memory_high_watermark_mb, vm_memory_high_watermark, disk_free_limit_mb, consumer_timeout, send_timeout, tls_port, tls_cert_login_from, compat);
         macro_rules! set_some {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = Some(v); } )* };
         }
@@ -461,6 +489,20 @@ mod tests {
         assert_eq!((c.tls_port, c.tls_cert_login_from), (6671, CertLoginFrom::DistinguishedName));
         let c = Cli::parse_from(["warren", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-cert-login-from", "common_name"]).load().expect("valid");
         assert_eq!((c.tls_port, c.tls_cert_login_from, c.no_plain), (5671, CertLoginFrom::CommonName, false));
+    }
+
+    #[test]
+    fn the_compatibility_profile_comes_from_file_environment_or_flag() {
+        assert_eq!(Cli::parse_from(["warren"]).load().expect("valid").compat, Compat::RabbitMq313);
+        let dir = std::env::temp_dir().join(format!("warren-config-compat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let file = dir.join("compat.toml");
+        std::fs::write(&file, "compat = \"rabbitmq-4\"\n").expect("write");
+        let c = Cli::parse_from(["warren", "--config", file.to_str().expect("utf8")]).load().expect("valid");
+        assert_eq!(c.compat, Compat::RabbitMq4);
+        let c = Cli::parse_from(["warren", "--config", file.to_str().expect("utf8"), "--compat", "rabbitmq-3.13"]).load().expect("valid");
+        assert_eq!(c.compat, Compat::RabbitMq313);
+        assert!(Cli::try_parse_from(["warren", "--compat", "rabbitmq-5"]).is_err());
     }
 
     #[test]

@@ -532,7 +532,7 @@ impl Broker {
             let spec = queue_spec(q);
             let checked = match self.vhost(&q.vhost) {
                 Some(vhost) => vhost.check_queue(&spec),
-                None => crate::broker::vhost::VHost::check_new_queue(&spec, &q.vhost),
+                None => crate::broker::vhost::VHost::check_new_queue(&spec, &q.vhost, self.config.compat),
             };
             checked.map_err(|e| invalid(format!("queue '{}' in vhost '{}': {}", q.name, q.vhost, e.text)))?;
             queues.insert((q.vhost.clone(), q.name.clone()));

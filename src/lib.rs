@@ -29,5 +29,5 @@ pub mod outbound;
 pub mod server;
 pub mod tls;
 
-pub use config::{Cli, Config};
+pub use config::{Cli, Compat, Config};
 pub use server::{Server, StartError};

@@ -6,13 +6,15 @@
 //! channel's [`DeliveryState`], then the connection's outbound buffer; the channel's own task
 //! never holds its delivery lock while taking a queue lock, so the order cannot invert.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::broker::message::Message;
+use crate::broker::queue::args::QueueType;
 use crate::broker::queue::ready::EntryMeta;
 use crate::broker::queue::Queue;
+use crate::config::Compat;
 use crate::outbound::Outbound;
 
 /// A consumer created by `basic.consume`.
@@ -179,6 +181,9 @@ pub struct DeliveryState {
     pub next_tag: u64,
     /// Unacknowledged deliveries in tag order.
     pub unacked: VecDeque<Unacked>,
+    /// Tags of deliveries returned to their queue when their consumer timed out, not yet
+    /// settled by the client (see [`DeliveryState::time_out`]).
+    pub timed_out: BTreeSet<u64>,
     /// Deliveries acked or rejected in an open transaction: off `unacked`, but still
     /// counted by a channel-wide prefetch until commit or rollback.
     pub tx_held: usize,
@@ -204,6 +209,7 @@ impl ChannelDelivery {
             state: Mutex::new(DeliveryState {
                 next_tag: 0,
                 unacked: VecDeque::new(),
+                timed_out: BTreeSet::new(),
                 tx_held: 0,
                 prefetch_global: 0,
                 closed: false,
@@ -237,20 +243,75 @@ impl ChannelDelivery {
     }
 }
 
+/// What a channel's consumer-timeout check found.
+#[derive(Debug)]
+pub enum Overdue {
+    /// Close the channel with 406; the reply text gives this timeout (milliseconds).
+    Close(i64),
+    /// Cancel these consumers and return their deliveries (RabbitMQ 4 for quorum queues).
+    Cancel(Vec<Arc<Consumer>>),
+}
+
 impl DeliveryState {
-    /// The first delivery held unacknowledged past its deadline at `now`, as the timeout
-    /// (milliseconds) of its queue. Deliveries made since the last call get their deadline
-    /// from `now` (they were made at most one check interval ago).
-    pub fn overdue(&mut self, now: u64) -> Option<u64> {
-        let mut found = None;
+    /// What to do about deliveries held unacknowledged past their deadline at `now`.
+    /// Deliveries made since the last call get their deadline from `now` (they were made
+    /// at most one check interval ago).
+    ///
+    /// RabbitMQ 3.13 closes the channel, naming the timeout of the first overdue
+    /// delivery's queue. Under the RabbitMQ 4 profile a consumer of a quorum queue is
+    /// cancelled instead when the client takes basic.cancel (`cancel_notify`); otherwise
+    /// the channel is closed with -1 as the timeout, RabbitMQ 4.3's fallback; classic
+    /// queues keep the close.
+    pub fn overdue(&mut self, now: u64, compat: Compat, cancel_notify: bool) -> Option<Overdue> {
+        let mut close = None;
+        let mut cancel: Vec<Arc<Consumer>> = Vec::new();
         for u in &mut self.unacked {
             if u.ack_by == UNSTAMPED {
                 u.ack_by = u.queue.ack_deadline(now);
-            } else if u.ack_by <= now && found.is_none() {
-                found = Some(u.queue.consumer_timeout());
+                continue;
+            }
+            if u.ack_by > now {
+                continue;
+            }
+            if compat == Compat::RabbitMq313 || u.queue.args().kind != QueueType::Quorum {
+                close.get_or_insert(i64::try_from(u.queue.consumer_timeout()).unwrap_or(i64::MAX));
+                continue;
+            }
+            match &u.consumer {
+                Some(c) if cancel_notify => {
+                    if !cancel.iter().any(|x| Arc::ptr_eq(x, c)) {
+                        cancel.push(Arc::clone(c));
+                    }
+                }
+                _ => {
+                    close.get_or_insert(-1);
+                }
             }
         }
-        found
+        match close {
+            Some(timeout) => Some(Overdue::Close(timeout)),
+            None if !cancel.is_empty() => Some(Overdue::Cancel(cancel)),
+            None => None,
+        }
+    }
+
+    /// Takes every delivery to `consumer` off the unacknowledged ones, freeing its prefetch,
+    /// for its queue to have back: the consumer timed out. Their tags stay known, so a late
+    /// ack or reject of one is accepted and does nothing, as in RabbitMQ 4.
+    pub fn time_out(&mut self, consumer: &Arc<Consumer>) -> Vec<Unacked> {
+        let mut mine = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.unacked.len());
+        for u in self.unacked.drain(..) {
+            if u.consumer.as_ref().is_some_and(|c| Arc::ptr_eq(c, consumer)) {
+                mine.push(u);
+            } else {
+                kept.push_back(u);
+            }
+        }
+        self.unacked = kept;
+        self.timed_out.extend(mine.iter().map(|u| u.tag));
+        Self::release(&mine);
+        mine
     }
 
     /// Removes the deliveries `tag` names: it alone, or with `multiple` every one up to it
@@ -264,12 +325,21 @@ impl DeliveryState {
 
     /// Like [`Self::settle`], but the deliveries keep counting against their consumers'
     /// prefetch until [`Self::release`]: a transaction holds its acks this way until commit.
+    /// A tag of [`Self::time_out`] is outstanding too, with nothing behind it.
     pub fn take(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
         if multiple && tag == 0 {
+            self.timed_out.clear();
             return Some(self.unacked.drain(..).collect());
         }
-        let idx = self.unacked.binary_search_by_key(&tag, |u| u.tag).ok()?;
-        Some(if multiple { self.unacked.drain(..=idx).collect() } else { self.unacked.remove(idx).into_iter().collect() })
+        let timed_out = self.timed_out.remove(&tag);
+        if multiple {
+            self.timed_out = self.timed_out.split_off(&tag);
+        }
+        match self.unacked.binary_search_by_key(&tag, |u| u.tag) {
+            Ok(idx) => Some(if multiple { self.unacked.drain(..=idx).collect() } else { self.unacked.remove(idx).into_iter().collect() }),
+            Err(idx) if timed_out => Some(if multiple { self.unacked.drain(..idx).collect() } else { Vec::new() }),
+            Err(_) => None,
+        }
     }
 
     /// Frees the prefetch that taken deliveries held.

@@ -29,7 +29,7 @@ use memory::MemoryMonitor;
 use warren_storage::{Database, StoreError};
 use crate::metrics::Metrics;
 use policy::{Policy, PolicyDef};
-use vhost::VHost;
+use vhost::{QueueDefaults, VHost};
 
 /// A server-generated name: `prefix` and 22 URL-safe base64 characters of randomness, like
 /// RabbitMQ's `amq.gen-…` queue names and `amq.ctag-…` consumer tags.
@@ -177,7 +177,15 @@ impl Broker {
                 Err(e) => tracing::warn!(vhost = %info.name, error = %e, "skipping a stored policy that is no longer valid"),
             }
         }
-        let vhost = VHost::open(&info.name, store, recovered, self.queue_memory_limit, self.config.consumer_timeout, Arc::clone(&self.memory), policies);
+        let vhost = VHost::open(
+            &info.name,
+            store,
+            recovered,
+            self.queue_memory_limit,
+            QueueDefaults { consumer_timeout: self.config.consumer_timeout, compat: self.config.compat },
+            Arc::clone(&self.memory),
+            policies,
+        );
         vhost.set_limits(info.limits);
         self.vhosts.write().unwrap_or_else(|p| p.into_inner()).insert(info.name.clone(), Arc::clone(&vhost));
         Ok(vhost)

@@ -24,10 +24,11 @@ use crate::broker::dead_letter::{self, DeadLetter};
 use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
 use crate::broker::memory::MemoryMonitor;
 use crate::broker::policy::{self, Policy};
-use crate::broker::queue::args::{as_int, as_text, type_name, DeclareFlags, QueueArgs};
+use crate::broker::queue::args::{as_int, as_text, type_name, DeclareFlags, QueueArgs, QueueType, DEFAULT_DELIVERY_LIMIT};
 use crate::broker::message::Message;
 use crate::broker::queue::{Enqueued, Queue, QueueSetup};
 use crate::broker::reply_to::ReplyRegistry;
+use crate::config::Compat;
 
 /// What `exchange.declare` asks for.
 #[derive(Debug, Clone)]
@@ -106,8 +107,8 @@ pub struct VHost {
     memory: Arc<MemoryMonitor>,
     /// Direct reply-to consumers of this vhost's channels.
     pub reply_to: ReplyRegistry,
-    /// The broker's consumer timeout in milliseconds, for queues without their own.
-    consumer_timeout: u64,
+    /// What the broker's configuration gives its queues.
+    defaults: QueueDefaults,
     /// Connections open to this vhost (its max-connections limit counts them).
     pub connections: AtomicU64,
     /// The vhost's limits.
@@ -116,6 +117,16 @@ pub struct VHost {
     deleted: tokio::sync::watch::Sender<bool>,
     /// Its policies, by name.
     policies: RwLock<Vec<Arc<Policy>>>,
+}
+
+/// What the broker's configuration gives every queue of a vhost.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueDefaults {
+    /// The consumer timeout in milliseconds, for queues without their own.
+    pub consumer_timeout: u64,
+    /// The compatibility profile: which declarations are refused, and whether quorum
+    /// queues have a default delivery limit.
+    pub compat: Compat,
 }
 
 fn store_failed(e: StoreError) -> AmqpError {
@@ -163,8 +174,8 @@ impl VHost {
     /// durable entities and messages recovered from `store`.
     /// Each durable queue keeps up to `queue_memory_limit` octets of ready messages in
     /// memory and pages the rest out to the store. `policies` apply from the start.
-    pub fn open(name: &str, store: Store, recovered: Recovered, queue_memory_limit: usize, consumer_timeout: u64, memory: Arc<MemoryMonitor>, policies: Vec<Policy>) -> Arc<Self> {
-        let vhost = Arc::new_cyclic(|me| Self::new(name, me.clone(), store, queue_memory_limit, consumer_timeout, memory));
+    pub fn open(name: &str, store: Store, recovered: Recovered, queue_memory_limit: usize, defaults: QueueDefaults, memory: Arc<MemoryMonitor>, policies: Vec<Policy>) -> Arc<Self> {
+        let vhost = Arc::new_cyclic(|me| Self::new(name, me.clone(), store, queue_memory_limit, defaults, memory));
         {
             let mut list = vhost.policies.write().unwrap_or_else(|p| p.into_inner());
             list.extend(policies.into_iter().map(Arc::new));
@@ -216,7 +227,7 @@ impl VHost {
                 args,
                 store: Some((store, self.queue_memory_limit)),
                 memory: Arc::clone(&self.memory),
-                consumer_timeout: self.consumer_timeout,
+                consumer_timeout: self.defaults.consumer_timeout,
             });
             queue.restore(messages, recovered.last_used.remove(&q.name));
             queues.insert(q.name, queue);
@@ -240,7 +251,7 @@ impl VHost {
         }
     }
 
-    fn new(name: &str, me: Weak<VHost>, store: Store, queue_memory_limit: usize, consumer_timeout: u64, memory: Arc<MemoryMonitor>) -> Self {
+    fn new(name: &str, me: Weak<VHost>, store: Store, queue_memory_limit: usize, defaults: QueueDefaults, memory: Arc<MemoryMonitor>) -> Self {
         let mut exchanges = HashMap::new();
         for (xname, kind) in [
             ("", ExchangeKind::Direct),
@@ -262,7 +273,7 @@ impl VHost {
             queue_memory_limit,
             memory,
             reply_to: ReplyRegistry::default(),
-            consumer_timeout,
+            defaults,
             connections: AtomicU64::new(0),
             limits: Mutex::default(),
             deleted: tokio::sync::watch::Sender::new(false),
@@ -316,13 +327,19 @@ impl VHost {
         }
     }
 
-    /// A new queue's effective arguments: the policy that applies, combined with `args`.
+    /// A queue's effective arguments: the policy that applies, combined with `args`; under
+    /// the RabbitMQ 4 profile a quorum queue that neither sets a delivery limit gets
+    /// RabbitMQ 4.0's default (not an argument: redeclare equivalence does not see it).
     fn with_policy(&self, name: &str, args: QueueArgs, arguments: &FieldTable) -> QueueArgs {
         let policies = self.policies.read().unwrap_or_else(|p| p.into_inner());
-        match policy::choose(&policies, |p| p.matches_queue(name, args.kind)) {
+        let mut out = match policy::choose(&policies, |p| p.matches_queue(name, args.kind)) {
             Some(p) => p.settings.apply(&args, arguments),
             None => args,
+        };
+        if self.defaults.compat == Compat::RabbitMq4 && out.kind == QueueType::Quorum && out.delivery_limit.is_none() {
+            out.delivery_limit = Some(DEFAULT_DELIVERY_LIMIT);
         }
+        out
     }
 
     /// Sets the vhost's limits (existing connections and queues stay, as in RabbitMQ).
@@ -545,13 +562,14 @@ impl VHost {
         }
     }
 
-    /// What declaring queue `spec` in a vhost that does not exist yet would refuse.
-    pub fn check_new_queue(spec: &QueueSpec, vhost: &str) -> Result<(), AmqpError> {
+    /// What declaring queue `spec` in a vhost that does not exist yet would refuse under
+    /// the `compat` profile.
+    pub fn check_new_queue(spec: &QueueSpec, vhost: &str, compat: Compat) -> Result<(), AmqpError> {
         if reserved(&spec.name) && !spec.server_named {
             return Err(AmqpError::access_refused(format!("queue name '{}' contains reserved prefix 'amq.*'", spec.name)));
         }
         let flags = DeclareFlags { durable: spec.durable, exclusive: spec.exclusive_owner.is_some(), auto_delete: spec.auto_delete, server_named: spec.server_named };
-        QueueArgs::parse(&spec.arguments, &spec.name, vhost, flags).map(drop)
+        QueueArgs::parse_declared(&spec.arguments, &spec.name, vhost, flags, compat).map(drop)
     }
 
     /// What declaring queue `spec` here would refuse, without declaring it.
@@ -559,7 +577,7 @@ impl VHost {
         match self.queue(&spec.name) {
             Some(existing) => self.queue_equivalent(&existing, spec),
             None => {
-                Self::check_new_queue(spec, &self.name)?;
+                Self::check_new_queue(spec, &self.name, self.defaults.compat)?;
                 self.check_queue_limit(&spec.name)
             }
         }
@@ -694,7 +712,7 @@ impl VHost {
             return Ok(existing);
         }
         // Validated only for a new queue, as RabbitMQ does.
-        let args = QueueArgs::parse(&spec.arguments, &spec.name, &self.name, flags)?;
+        let args = QueueArgs::parse_declared(&spec.arguments, &spec.name, &self.name, flags, self.defaults.compat)?;
         self.check_queue_limit(&spec.name)?;
         let args = self.with_policy(&spec.name, args, &spec.arguments);
         let store = if spec.durable {
@@ -718,7 +736,7 @@ impl VHost {
             args,
             store,
             memory: Arc::clone(&self.memory),
-            consumer_timeout: self.consumer_timeout,
+            consumer_timeout: self.defaults.consumer_timeout,
         });
         self.queues.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&queue));
         // Every queue is bound to the default exchange by its name; routing through ""
@@ -1029,7 +1047,7 @@ fn check_not_default_exchange(names: &[&str]) -> Result<(), AmqpError> {
 
 /// Removes a consumer from its channel and tells the client with basic.cancel (RabbitMQ's
 /// consumer cancel notification), as when its queue is deleted.
-fn cancel_consumer(consumer: &Arc<Consumer>) {
+pub(crate) fn cancel_consumer(consumer: &Arc<Consumer>) {
     let mut state = consumer.channel.lock();
     if state.consumers.remove(&consumer.tag).is_some() && !state.closed && consumer.channel.cancel_notify {
         let tag = consumer.tag.clone();

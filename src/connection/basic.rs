@@ -17,6 +17,7 @@ use crate::broker::memory::Held;
 use crate::broker::message::{with_reply_to, without_bcc, Message, SenderSelected};
 use crate::broker::reply_to::{REPLY_TO, REPLY_TO_PREFIX};
 use crate::broker::queue::{Enqueued, Queue};
+use crate::config::Compat;
 
 /// What publishing one message did.
 pub(super) struct Published {
@@ -183,8 +184,12 @@ impl Channel {
         self.last_queue.clone().ok_or_else(|| AmqpError::not_found("no previously declared queue"))
     }
 
+    /// basic.qos: a channel-wide prefetch with global=true, else the prefetch of consumers
+    /// created from now on. Under the RabbitMQ 4 profile global=true is taken as
+    /// global=false, qos-ok and all, as RabbitMQ 4 does once its `global_qos` deprecated
+    /// feature is denied.
     pub(super) fn basic_qos(&mut self, ctx: &Context, q: basic::Qos) -> Result<(), AmqpError> {
-        if q.global {
+        if q.global && ctx.broker.config.compat == Compat::RabbitMq313 {
             self.delivery.lock().prefetch_global = u32::from(q.prefetch_count);
             self.redispatch();
         } else {

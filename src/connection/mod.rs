@@ -31,7 +31,8 @@ use warren_protocol::spec::{channel as chan, connection};
 use warren_protocol::{method, AMQPClass, AmqpError, ReplyCode, Scope};
 
 use crate::access::{ChannelSlot, Grant, Usage};
-use crate::broker::vhost::VHost;
+use crate::broker::consumer::Overdue;
+use crate::broker::vhost::{cancel_consumer, VHost};
 use crate::broker::connections::{Command, NewConnection, Registered};
 use crate::broker::Broker;
 use crate::outbound::Outbound;
@@ -370,23 +371,41 @@ impl Connection {
         }
     }
 
-    /// Closes, with 406 as RabbitMQ 3.13, each channel holding a delivery unacknowledged
-    /// for longer than its queue's consumer timeout; its messages go back to their queues.
+    /// Acts on deliveries held unacknowledged for longer than their queue's consumer
+    /// timeout (see [`crate::broker::consumer::DeliveryState::overdue`]): closes the channel with 406 as RabbitMQ
+    /// 3.13, its messages going back to their queues; or, under the RabbitMQ 4 profile,
+    /// cancels a quorum queue's consumer (basic.cancel) and returns its deliveries.
     fn close_overdue_channels(&mut self) {
         let now = crate::broker::message::now_ms();
-        let overdue: Vec<(u16, u64)> = self
+        let compat = self.ctx.broker.config.compat;
+        let overdue: Vec<(u16, Overdue)> = self
             .channels
             .iter()
             .filter(|(_, ch)| ch.phase == ChannelPhase::Open)
-            .filter_map(|(id, ch)| ch.delivery.lock().overdue(now).map(|timeout| (*id, timeout)))
+            .filter_map(|(id, ch)| ch.delivery.lock().overdue(now, compat, ch.delivery.cancel_notify).map(|o| (*id, o)))
             .collect();
-        for (id, timeout) in overdue {
-            self.fail(
-                id,
-                AmqpError::precondition_failed(format!(
-                    "delivery acknowledgement on channel {id} timed out. Timeout value used: {timeout} ms. This timeout value can be configured, see consumers doc guide to learn more"
-                )),
-            );
+        for (id, found) in overdue {
+            match found {
+                Overdue::Close(timeout) => {
+                    self.fail(
+                        id,
+                        AmqpError::precondition_failed(format!(
+                            "delivery acknowledgement on channel {id} timed out. Timeout value used: {timeout} ms. This timeout value can be configured, see consumers doc guide to learn more"
+                        )),
+                    );
+                }
+                Overdue::Cancel(consumers) => {
+                    for c in consumers {
+                        warn!(consumer_tag = %c.tag, channel = id, queue = %c.queue.name, timeout_ms = c.queue.consumer_timeout(), "consumer timed out waiting for an acknowledgement; cancelled");
+                        if c.queue.remove_consumer(&c) {
+                            self.ctx.vhost.delete_queue_now(&c.queue);
+                        }
+                        let returned = c.channel.lock().time_out(&c);
+                        cancel_consumer(&c);
+                        channel::requeue(returned);
+                    }
+                }
+            }
         }
     }
 

@@ -6,10 +6,22 @@
 //! refused declare leaves no trace. An argument RabbitMQ knows but Warren does not act on is
 //! refused with 406 naming it; arguments RabbitMQ itself accepts and ignores (`x-queue-mode`,
 //! placement hints that mean nothing on one node) are accepted; unknown names are ignored,
-//! as RabbitMQ ignores them.
+//! as RabbitMQ ignores them. Under the RabbitMQ 4 profile ([`Compat`]) a declaration is
+//! also refused `x-queue-mode` and a transient non-exclusive queue.
 
 use amq_protocol::types::{AMQPValue, FieldTable};
-use warren_protocol::AmqpError;
+use warren_protocol::{AmqpError, ReplyCode};
+
+use crate::config::Compat;
+
+/// RabbitMQ 4.3's reply text when a declaration needs the `transient_nonexcl_queues`
+/// deprecated feature, denied by default there (`rabbit_deprecated_features`'
+/// `when_denied` text for a `denied_by_default` feature). The reply text is cut to 255
+/// octets, as every reply text is.
+const TRANSIENT_NONEXCL_DENIED: &str = "Feature `transient_nonexcl_queues` is deprecated.\nBy default, this feature is not permitted anymore.\nThe feature will be removed from a future major RabbitMQ version, regardless of the configuration; actual version to be determined.\nTo continue using this feature when it is not permitted by default, set the following parameter in your configuration:\n    \"deprecated_features.permit.transient_nonexcl_queues = true\"";
+
+/// RabbitMQ 4.0's delivery limit of a quorum queue whose arguments and policy set none.
+pub const DEFAULT_DELIVERY_LIMIT: u64 = 20;
 
 /// The queue kinds (`x-queue-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,10 +168,39 @@ const KNOWN: &[(&str, &[QueueType])] = &[
 ];
 
 impl QueueArgs {
-    /// Validates the arguments of a new queue named `queue` in `vhost` as RabbitMQ 3.13
-    /// does: the type first, then each known argument, then the properties a quorum queue
-    /// cannot have. Errors are 406 with RabbitMQ's texts.
+    /// Validates the arguments of queue `queue` in `vhost` as RabbitMQ 3.13 does: the type
+    /// first, then each known argument, then the properties a quorum queue cannot have.
+    /// Errors are 406 with RabbitMQ's texts. Existing queues (recovered, or given a new
+    /// policy) are parsed with this; a declaration uses [`Self::parse_declared`].
     pub fn parse(args: &FieldTable, queue: &str, vhost: &str, flags: DeclareFlags) -> Result<QueueArgs, AmqpError> {
+        let out = Self::parse_arguments(args, queue, vhost)?;
+        out.check_properties(queue, vhost, flags)?;
+        Ok(out)
+    }
+
+    /// [`Self::parse`] for a queue being declared under the `compat` profile. Under
+    /// RabbitMQ 4 it also refuses, after the arguments and before the quorum properties (as
+    /// RabbitMQ 4.3 checks its deprecated features), `x-queue-mode` (406) and a queue
+    /// neither durable nor exclusive (541 INTERNAL_ERROR on the connection, with RabbitMQ's
+    /// text for the denied `transient_nonexcl_queues` feature).
+    pub fn parse_declared(args: &FieldTable, queue: &str, vhost: &str, flags: DeclareFlags, compat: Compat) -> Result<QueueArgs, AmqpError> {
+        let out = Self::parse_arguments(args, queue, vhost)?;
+        if compat == Compat::RabbitMq4 {
+            if args.inner().contains_key("x-queue-mode") {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid arg 'x-queue-mode' for queue '{queue}' in vhost '{vhost}': \"queue modes were removed in RabbitMQ 4: every classic queue is lazy\""
+                )));
+            }
+            if !flags.durable && !flags.exclusive {
+                return Err(AmqpError::connection(ReplyCode::InternalError, TRANSIENT_NONEXCL_DENIED));
+            }
+        }
+        out.check_properties(queue, vhost, flags)?;
+        Ok(out)
+    }
+
+    /// The type and each known argument.
+    fn parse_arguments(args: &FieldTable, queue: &str, vhost: &str) -> Result<QueueArgs, AmqpError> {
         let rs = format!("queue '{queue}' in vhost '{vhost}'");
         let invalid = |key: &str, why: String| AmqpError::precondition_failed(format!("invalid arg '{key}' for {rs}: {why}"));
         let table = args.inner();
@@ -289,8 +330,13 @@ impl QueueArgs {
                 None => return Err(invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined".to_owned())),
             }
         }
-        if kind == QueueType::Quorum {
-            let refuse = |what: &str| AmqpError::precondition_failed(format!("invalid property '{what}' for {rs}"));
+        Ok(out)
+    }
+
+    /// The properties a quorum queue cannot have.
+    fn check_properties(&self, queue: &str, vhost: &str, flags: DeclareFlags) -> Result<(), AmqpError> {
+        if self.kind == QueueType::Quorum {
+            let refuse = |what: &str| AmqpError::precondition_failed(format!("invalid property '{what}' for queue '{queue}' in vhost '{vhost}'"));
             if flags.server_named {
                 return Err(AmqpError::precondition_failed("Cannot declare a server-named queue for type rabbit_quorum_queue"));
             }
@@ -304,7 +350,7 @@ impl QueueArgs {
                 return Err(refuse("non-durable"));
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Priority bands the queue's ready list needs.
