@@ -427,6 +427,10 @@ impl Cli {
         config.allow_remote_guest |= self.allow_remote_guest;
         config.no_plain |= self.no_plain;
         config.ephemeral |= self.ephemeral;
+        // A throw-away test broker listens on loopback unless told otherwise.
+        if self.ephemeral && self.bind.is_none() {
+            config.bind = IpAddr::from([127, 0, 0, 1]);
+        }
         // `--port 0`: the listeners whose ports were not given take free ports too.
         config.free_ports |= self.port == Some(0) && self.management_port.is_none() && self.metrics_port.is_none();
         config.tls_require_client_cert |= self.tls_require_client_cert;

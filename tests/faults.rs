@@ -110,6 +110,15 @@ async fn close_reset_freeze_and_delay_reach_the_chosen_connection() {
     .expect("the client noticed the missing heartbeats");
     eprintln!("client gave up on the frozen connection after {:?}", started.elapsed());
 
+    // A close ends a freeze: the close method goes out at once.
+    let iced = named(&b, "iced").await;
+    assert_eq!(api(port, "POST", "/api/warren/connections/iced/freeze", Some(json!({"seconds": 600}))).await.0, 200);
+    let code = close_code(&iced, async {
+        assert_eq!(api(port, "POST", "/api/warren/connections/iced/close", Some(json!({"code": 320, "reason": "thawed to close"}))).await.0, 200);
+    })
+    .await;
+    assert_eq!(code, 320);
+
     // Delay: every frame to the client comes that much later; others are not slowed.
     let slow = named(&b, "slow").await;
     let sch = slow.create_channel().await.expect("channel");

@@ -43,6 +43,10 @@ use handshake::{HandshakeError, Session};
 /// How long a peer has to answer our `connection.close`.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a peer has to answer the `connection.close` of a broker shutting down (a
+/// test's broker should stop at once, even with clients that are not reading).
+const SHUTDOWN_CLOSE_OK_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How often deliveries are checked against the consumer timeout.
 const ACK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -288,7 +292,12 @@ impl Connection {
                 Ok(at_publish) => at_publish,
                 Err(Exit(reason)) => return reason,
             };
-            if self.set_blocked(at_publish, if low_memory { "low on memory" } else { "low on disk" }) {
+            let reason = match (low_memory, low_disk) {
+                (true, _) => "low on memory",
+                (_, true) => "low on disk",
+                _ => "alarm cleared",
+            };
+            if self.set_blocked(at_publish, reason) {
                 // Blocked time does not count as the client's silence.
                 last_read = Instant::now();
             }
@@ -324,6 +333,8 @@ impl Connection {
                 }
                 _ = shutdown.changed(), if self.closing.is_none() => {
                     self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, "broker shutdown"));
+                    // A stopping broker waits less for close-ok than an error close does.
+                    self.closing = Some(Instant::now() + SHUTDOWN_CLOSE_OK_TIMEOUT);
                 }
                 _ = vhost_deleted.wait_for(|deleted| *deleted), if self.closing.is_none() => {
                     let text = format!("vhost '{}' is deleted", self.ctx.vhost.name);
@@ -619,6 +630,10 @@ impl Connection {
             }
             _ => {
                 warn!(channel, code = e.code.code(), class_id = e.class_id, method_id = e.method_id, error = %e.text, "connection error");
+                // A frozen connection thaws: the close goes out and close-ok can come in.
+                if self.frozen_until.take().is_some() {
+                    self.ctx.outbound.freeze(false);
+                }
                 self.ctx.outbound.method(0, &close_method(&e));
                 self.closing = Some(Instant::now() + CLOSE_OK_TIMEOUT);
                 // Channels stop now; their unacked messages go back to their queues.
