@@ -140,13 +140,13 @@ fn consumers_in(mgmt: &Mgmt, caller: &Caller, only: Option<&str>) -> Vec<Value> 
 
 /// `GET /api/connections`.
 pub async fn connections(State(mgmt): State<Mgmt>, caller: Caller, params: Params) -> ApiResult {
-    paged(&params, visible_connections(&mgmt, &caller, None).iter().map(|c| connection_json(c)).collect())
+    paged(&params, visible_connections(&mgmt, &caller, None).iter().map(connection_json).collect())
 }
 
 /// `GET /api/vhosts/{vhost}/connections`.
 pub async fn vhost_connections(State(mgmt): State<Mgmt>, caller: Caller, Path(vhost): Path<String>, params: Params) -> ApiResult {
     mgmt.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
-    paged(&params, visible_connections(&mgmt, &caller, Some(&vhost)).iter().map(|c| connection_json(c)).collect())
+    paged(&params, visible_connections(&mgmt, &caller, Some(&vhost)).iter().map(connection_json).collect())
 }
 
 fn find_connection(mgmt: &Mgmt, caller: &Caller, name: &str) -> Result<Arc<ConnectionInfo>, ApiError> {
