@@ -125,7 +125,7 @@ async fn publisher(id: u8, port: u16, ledger: Arc<Mutex<Ledger>>, stop: Arc<Atom
                 _ => break,
             }
         }
-        let _ = conn.close(200, "reconnect".into()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.close(200, "reconnect".into())).await;
     }
 }
 
@@ -167,7 +167,7 @@ async fn consumer(port: u16, ledger: Arc<Mutex<Ledger>>, stop: Arc<AtomicBool>, 
                 break;
             }
         }
-        let _ = conn.close(200, "reconnect".into()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.close(200, "reconnect".into())).await;
     }
 }
 
@@ -236,8 +236,11 @@ async fn soak() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     stop.store(true, Ordering::Relaxed);
+    // A client stuck on a broker that went away mid-call must not hold the report up.
     for t in tasks {
-        let _ = t.await;
+        if tokio::time::timeout(Duration::from_secs(30), t).await.is_err() {
+            eprintln!("a client task did not stop within 30 s; left behind");
+        }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss_end, fds_end) = broker.proc_stat();
