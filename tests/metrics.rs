@@ -78,6 +78,22 @@ async fn per_object_and_detailed_metrics_have_rabbitmqs_queue_series() {
     ] {
         assert!(text.contains(line), "{line} missing in {text}");
     }
+    // The aggregated series RabbitMQ's Overview dashboard reads.
+    let aggregated = within("aggregated", scrape_path(port, "/metrics")).await;
+    for line in [
+        "rabbitmq_queues 1",
+        "rabbitmq_consumers 1",
+        "rabbitmq_channels 2",
+        "rabbitmq_queue_messages_ready 2",
+        "rabbitmq_queue_messages_unacked 1",
+        "rabbitmq_channel_messages_unacked 1",
+        "rabbitmq_channel_messages_published_total 3",
+        "rabbitmq_channel_messages_delivered_ack_total 1",
+        "rabbitmq_process_open_fds ",
+        "rabbitmq_disk_space_available_bytes ",
+    ] {
+        assert!(aggregated.contains(line), "{line} missing in {aggregated}");
+    }
     let detailed = within("detailed", scrape_path(port, "/metrics/detailed?family=queue_coarse_metrics&vhost=%2F")).await;
     assert!(detailed.contains(r#"rabbitmq_detailed_queue_messages_ready{vhost="/",queue="metrics-q"} 2"#), "{detailed}");
     assert!(!detailed.contains("rabbitmq_detailed_queue_consumers"), "family filter ignored: {detailed}");

@@ -39,7 +39,65 @@ fn answer(body: String) -> axum::response::Response {
 async fn aggregated(State(mgmt): State<Mgmt>) -> axum::response::Response {
     let mut out = identity();
     out.push_str(&mgmt.broker.metrics.render());
+    out.push_str(&totals(&mgmt));
     answer(out)
+}
+
+/// The aggregated series RabbitMQ's Grafana dashboards read that are counted on request
+/// rather than kept: objects open now, queued messages over all queues, the node's disk
+/// and file descriptors, and the per-channel counters of RabbitMQ's aggregated mode
+/// (publish, confirm, ack and unroutable from the broker-wide counters, which never go
+/// down; deliveries summed over the queues).
+fn totals(mgmt: &Mgmt) -> String {
+    let b = &mgmt.broker;
+    let unacked = unacked_by_queue(mgmt);
+    let (mut queues, mut ready, mut held, mut consumers) = (0u64, 0u64, 0u64, 0u64);
+    let (mut delivered_ack, mut delivered_auto, mut redelivered) = (0u64, 0u64, 0u64);
+    for name in b.vhost_names() {
+        let Some(v) = b.vhost(&name) else { continue };
+        for q in v.queues() {
+            let s = q.stats();
+            queues += 1;
+            ready += s.ready;
+            held += unacked.get(&super::api::queue_key(&q)).copied().unwrap_or(0);
+            consumers += s.consumers;
+            delivered_ack += s.deliver;
+            delivered_auto += s.deliver_no_ack;
+            redelivered += s.redeliver;
+        }
+    }
+    let connections = b.connections.list();
+    let channels: Vec<_> = connections.iter().flat_map(|c| c.channels()).collect();
+    let channel_unacked: u64 = channels.iter().map(|ch| ch.lock().unacked.len() as u64).sum();
+    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let m = &b.metrics;
+    let mut f = Families::default();
+    let mut gauge = |name: &str, help: &'static str, value: u64| f.add(name.to_owned(), "gauge", help, "", value);
+    gauge("rabbitmq_queues", "Queues available", queues);
+    gauge("rabbitmq_consumers", "Consumers currently connected", consumers);
+    gauge("rabbitmq_global_consumers", "Consumers currently connected", consumers);
+    gauge("rabbitmq_channels", "Channels currently open", channels.len() as u64);
+    gauge("rabbitmq_channel_consumers", "Consumers on a channel", consumers);
+    gauge("rabbitmq_channel_messages_unacked", "Delivered but not yet acknowledged messages", channel_unacked);
+    gauge("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers", ready);
+    gauge("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged", held);
+    gauge("rabbitmq_queue_messages", "Sum of ready and unacknowledged messages - total queue depth", ready + held);
+    gauge("rabbitmq_disk_space_available_bytes", "Disk space available in bytes", b.disk.free());
+    gauge("rabbitmq_process_open_fds", "Open file descriptors", open_fds);
+    gauge("rabbitmq_process_open_tcp_sockets", "Open TCP sockets", connections.len() as u64);
+    gauge("rabbitmq_process_max_tcp_sockets", "Open TCP sockets limit", b.config.max_connections as u64);
+    let mut counter = |name: &str, help: &'static str, value: u64| f.add(name.to_owned(), "counter", help, "", value);
+    counter("rabbitmq_channel_messages_published_total", "Total number of messages published into an exchange on a channel", m.messages_received.get());
+    counter("rabbitmq_channel_messages_confirmed_total", "Total number of messages published into an exchange and confirmed on the channel", m.messages_confirmed.get());
+    counter("rabbitmq_channel_messages_acked_total", "Total number of messages acknowledged by consumers", m.messages_acknowledged.get());
+    counter("rabbitmq_channel_messages_unroutable_dropped_total", "Total number of messages published as non-mandatory into an exchange and dropped as unroutable", m.messages_unroutable_dropped.get());
+    // Summed over the queues there are now (a deleted queue's count goes with it, as a
+    // closed channel's does in RabbitMQ's aggregated mode).
+    counter("rabbitmq_channel_messages_delivered_ack_total", "Total number of messages delivered to consumers in manual acknowledgement mode", delivered_ack);
+    counter("rabbitmq_channel_messages_delivered_total", "Total number of messages delivered to consumers in automatic acknowledgement mode", delivered_auto);
+    counter("rabbitmq_channel_messages_redelivered_total", "Total number of messages redelivered to consumers", redelivered);
+    counter("rabbitmq_channel_messages_unroutable_returned_total", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable", m.messages_unroutable_returned.get());
+    f.render()
 }
 
 async fn per_object(State(mgmt): State<Mgmt>) -> axum::response::Response {
@@ -107,7 +165,11 @@ impl Families {
             self.order.push((name.clone(), kind, help));
         }
         let lines = self.samples.entry(name.clone()).or_default();
-        let _ = writeln!(lines, "{name}{{{labels}}} {value}");
+        if labels.is_empty() {
+            let _ = writeln!(lines, "{name} {value}");
+        } else {
+            let _ = writeln!(lines, "{name}{{{labels}}} {value}");
+        }
     }
 
     fn render(self) -> String {
@@ -141,7 +203,7 @@ fn objects(mgmt: &Mgmt, prefix: &str, filter: &Filter) -> String {
             if filter.family("queue_metrics") {
                 f.add(format!("{prefix}queue_messages_ready_bytes"), "gauge", "Size in bytes of ready messages", &labels, s.ready_bytes);
                 f.add(format!("{prefix}queue_messages_published_total"), "counter", "Messages published to the queue", &labels, s.publish);
-                f.add(format!("{prefix}queue_messages_delivered_total"), "counter", "Messages delivered from the queue to consumers", &labels, s.deliver);
+                f.add(format!("{prefix}queue_messages_delivered_total"), "counter", "Messages delivered from the queue to consumers", &labels, s.deliver + s.deliver_no_ack);
                 f.add(format!("{prefix}queue_messages_got_total"), "counter", "Messages got from the queue with basic.get", &labels, s.get);
                 f.add(format!("{prefix}queue_messages_redelivered_total"), "counter", "Messages redelivered from the queue", &labels, s.redeliver);
                 f.add(format!("{prefix}queue_messages_acked_total"), "counter", "Messages acknowledged from the queue", &labels, s.ack);

@@ -195,6 +195,7 @@ struct QueueState {
 struct Counts {
     publish: u64,
     deliver: u64,
+    deliver_no_ack: u64,
     redeliver: u64,
     get: u64,
 }
@@ -210,8 +211,10 @@ pub struct QueueStats {
     pub consumers: u64,
     /// Messages enqueued.
     pub publish: u64,
-    /// Deliveries to consumers.
+    /// Deliveries to consumers that acknowledge.
     pub deliver: u64,
+    /// Deliveries to consumers in automatic-acknowledgement (no-ack) mode.
+    pub deliver_no_ack: u64,
     /// Deliveries of messages delivered before.
     pub redeliver: u64,
     /// Messages taken with basic.get.
@@ -833,16 +836,22 @@ impl Queue {
         // A quorum queue's redelivery carries its count; the queue keeps the plain message.
         let counted = (meta.returns > 0 && self.args().kind.counts_deliveries()).then(|| with_delivery_count(msg, meta.returns));
         let wire = counted.as_ref().unwrap_or(msg);
+        let mut no_ack = false;
         let took = st.consumers.offer(|c| {
             if c.try_deliver(offset, msg, wire, meta) {
                 self.delivered(offset, msg, c.no_ack);
+                no_ack = c.no_ack;
                 true
             } else {
                 false
             }
         });
         if took {
-            st.counts.deliver += 1;
+            if no_ack {
+                st.counts.deliver_no_ack += 1;
+            } else {
+                st.counts.deliver += 1;
+            }
             st.counts.redeliver += u64::from(meta.redelivered);
         }
         took
@@ -1037,6 +1046,7 @@ impl Queue {
             consumers: st.consumers.len() as u64,
             publish: c.publish,
             deliver: c.deliver,
+            deliver_no_ack: c.deliver_no_ack,
             redeliver: c.redeliver,
             get: c.get,
             ack: self.acked.load(Ordering::Relaxed),

@@ -80,7 +80,7 @@ fn queue_json(mgmt: &Mgmt, v: &VHost, policies: &[Arc<Policy>], q: &Arc<Queue>, 
     let held = unacked.get(&queue_key(q)).copied().unwrap_or(0);
     let args = q.args();
     let key = format!("q\0{}\0{}", v.name, q.name);
-    let stats = mgmt.rates.message_stats(&key, &["publish", "deliver", "deliver_no_ack", "get", "deliver_get", "redeliver", "ack"], &[s.publish, s.deliver, 0, s.get, s.deliver + s.get, s.redeliver, s.ack]);
+    let stats = mgmt.rates.message_stats(&key, &["publish", "deliver", "deliver_no_ack", "get", "deliver_get", "redeliver", "ack"], &[s.publish, s.deliver, s.deliver_no_ack, s.get, s.deliver + s.deliver_no_ack + s.get, s.redeliver, s.ack]);
     let queued = mgmt.rates.rates(&format!("{key}\0queued"), &[s.ready + held, s.ready, held]);
     let policy = crate::broker::policy::choose(policies, |p| p.matches_queue(&q.name, args.kind)).map(|p| p.def.name.clone());
     let mut out = json!({
@@ -105,7 +105,7 @@ fn queue_json(mgmt: &Mgmt, v: &VHost, policies: &[Arc<Policy>], q: &Arc<Queue>, 
     });
     // As RabbitMQ: a queue that never saw a message has no message_stats, and no policy
     // field without a policy (rabbitmqadmin cannot print a null).
-    if s.publish + s.deliver + s.get + s.ack > 0 {
+    if s.publish + s.deliver + s.deliver_no_ack + s.get + s.ack > 0 {
         out["message_stats"] = stats;
     }
     if let Some(p) = policy {
