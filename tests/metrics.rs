@@ -89,6 +89,7 @@ async fn per_object_and_detailed_metrics_have_rabbitmqs_queue_series() {
         "rabbitmq_channel_messages_unacked 1",
         "rabbitmq_channel_messages_published_total 3",
         "rabbitmq_channel_messages_delivered_ack_total 1",
+        "rabbitmq_channel_get_total 0",
         "rabbitmq_process_open_fds ",
         "rabbitmq_disk_space_available_bytes ",
     ] {

@@ -201,7 +201,7 @@ fn run(c: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Get => {
-                let got = queue.get();
+                let got = queue.get(true);
                 match model.front() {
                     None => prop_assert!(got.is_none(), "queue gave a message the model lacks"),
                     Some(i) => {

@@ -282,7 +282,7 @@ impl Channel {
 
     pub(super) fn basic_get(&mut self, ctx: &Context, g: basic::Get) -> Result<(), AmqpError> {
         let q = self.readable_queue(ctx, g.queue.as_str())?;
-        match q.get() {
+        match q.get(g.no_ack) {
             None => self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}))),
             Some(got) => {
                 q.delivered(got.offset, &got.msg, g.no_ack);

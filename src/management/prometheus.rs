@@ -52,7 +52,7 @@ fn totals(mgmt: &Mgmt) -> String {
     let b = &mgmt.broker;
     let unacked = unacked_by_queue(mgmt);
     let (mut queues, mut ready, mut held, mut consumers) = (0u64, 0u64, 0u64, 0u64);
-    let (mut delivered_ack, mut delivered_auto, mut redelivered) = (0u64, 0u64, 0u64);
+    let (mut delivered_ack, mut delivered_auto, mut redelivered, mut got_ack, mut got_auto) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for name in b.vhost_names() {
         let Some(v) = b.vhost(&name) else { continue };
         for q in v.queues() {
@@ -64,6 +64,8 @@ fn totals(mgmt: &Mgmt) -> String {
             delivered_ack += s.deliver;
             delivered_auto += s.deliver_no_ack;
             redelivered += s.redeliver;
+            got_ack += s.get;
+            got_auto += s.get_no_ack;
         }
     }
     let connections = b.connections.list();
@@ -96,6 +98,8 @@ fn totals(mgmt: &Mgmt) -> String {
     counter("rabbitmq_channel_messages_delivered_ack_total", "Total number of messages delivered to consumers in manual acknowledgement mode", delivered_ack);
     counter("rabbitmq_channel_messages_delivered_total", "Total number of messages delivered to consumers in automatic acknowledgement mode", delivered_auto);
     counter("rabbitmq_channel_messages_redelivered_total", "Total number of messages redelivered to consumers", redelivered);
+    counter("rabbitmq_channel_get_ack_total", "Total number of messages fetched with basic.get in manual acknowledgement mode", got_ack);
+    counter("rabbitmq_channel_get_total", "Total number of messages fetched with basic.get in automatic acknowledgement mode", got_auto);
     counter("rabbitmq_channel_messages_unroutable_returned_total", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable", m.messages_unroutable_returned.get());
     f.render()
 }
@@ -204,7 +208,7 @@ fn objects(mgmt: &Mgmt, prefix: &str, filter: &Filter) -> String {
                 f.add(format!("{prefix}queue_messages_ready_bytes"), "gauge", "Size in bytes of ready messages", &labels, s.ready_bytes);
                 f.add(format!("{prefix}queue_messages_published_total"), "counter", "Messages published to the queue", &labels, s.publish);
                 f.add(format!("{prefix}queue_messages_delivered_total"), "counter", "Messages delivered from the queue to consumers", &labels, s.deliver + s.deliver_no_ack);
-                f.add(format!("{prefix}queue_messages_got_total"), "counter", "Messages got from the queue with basic.get", &labels, s.get);
+                f.add(format!("{prefix}queue_messages_got_total"), "counter", "Messages got from the queue with basic.get", &labels, s.get + s.get_no_ack);
                 f.add(format!("{prefix}queue_messages_redelivered_total"), "counter", "Messages redelivered from the queue", &labels, s.redeliver);
                 f.add(format!("{prefix}queue_messages_acked_total"), "counter", "Messages acknowledged from the queue", &labels, s.ack);
             }

@@ -198,6 +198,7 @@ struct Counts {
     deliver_no_ack: u64,
     redeliver: u64,
     get: u64,
+    get_no_ack: u64,
 }
 
 /// What the management plane shows of a queue: counts now, and counters since creation.
@@ -217,8 +218,10 @@ pub struct QueueStats {
     pub deliver_no_ack: u64,
     /// Deliveries of messages delivered before.
     pub redeliver: u64,
-    /// Messages taken with basic.get.
+    /// Messages taken with basic.get to be acknowledged.
     pub get: u64,
+    /// Messages taken with basic.get in no-ack mode.
+    pub get_no_ack: u64,
     /// Deliveries acknowledged.
     pub ack: u64,
 }
@@ -958,7 +961,7 @@ impl Queue {
     }
 
     /// Takes the next ready message for basic.get, with the count left behind.
-    pub fn get(&self) -> Option<Got> {
+    pub fn get(&self, no_ack: bool) -> Option<Got> {
         self.touch();
         let mut st = self.lock();
         let mut letters = Letters::new();
@@ -979,7 +982,11 @@ impl Queue {
                 },
             };
             let wire = (r.meta.returns > 0 && self.args().kind.counts_deliveries()).then(|| with_delivery_count(&msg, r.meta.returns));
-            st.counts.get += 1;
+            if no_ack {
+                st.counts.get_no_ack += 1;
+            } else {
+                st.counts.get += 1;
+            }
             st.counts.redeliver += u64::from(r.meta.redelivered);
             break Some(Got { offset: r.offset, wire: wire.unwrap_or_else(|| Arc::clone(&msg)), msg, meta: r.meta, remaining: st.ready.len() as u32 });
         };
@@ -1049,6 +1056,7 @@ impl Queue {
             deliver_no_ack: c.deliver_no_ack,
             redeliver: c.redeliver,
             get: c.get,
+            get_no_ack: c.get_no_ack,
             ack: self.acked.load(Ordering::Relaxed),
         }
     }

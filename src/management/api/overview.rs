@@ -25,7 +25,7 @@ fn queue_totals(mgmt: &Mgmt, caller: &Caller) -> (u64, u64, u64, u64, u64) {
             let s = q.stats();
             ready += s.ready;
             held += unacked.get(&super::topology::queue_key(&q)).copied().unwrap_or(0);
-            deliver_get += s.deliver + s.deliver_no_ack + s.get;
+            deliver_get += s.deliver + s.deliver_no_ack + s.get + s.get_no_ack;
             redeliver += s.redeliver;
             queues += 1;
         }

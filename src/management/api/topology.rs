@@ -80,7 +80,7 @@ fn queue_json(mgmt: &Mgmt, v: &VHost, policies: &[Arc<Policy>], q: &Arc<Queue>, 
     let held = unacked.get(&queue_key(q)).copied().unwrap_or(0);
     let args = q.args();
     let key = format!("q\0{}\0{}", v.name, q.name);
-    let stats = mgmt.rates.message_stats(&key, &["publish", "deliver", "deliver_no_ack", "get", "deliver_get", "redeliver", "ack"], &[s.publish, s.deliver, s.deliver_no_ack, s.get, s.deliver + s.deliver_no_ack + s.get, s.redeliver, s.ack]);
+    let stats = mgmt.rates.message_stats(&key, &["publish", "deliver", "deliver_no_ack", "get", "get_no_ack", "deliver_get", "redeliver", "ack"], &[s.publish, s.deliver, s.deliver_no_ack, s.get, s.get_no_ack, s.deliver + s.deliver_no_ack + s.get + s.get_no_ack, s.redeliver, s.ack]);
     let queued = mgmt.rates.rates(&format!("{key}\0queued"), &[s.ready + held, s.ready, held]);
     let policy = crate::broker::policy::choose(policies, |p| p.matches_queue(&q.name, args.kind)).map(|p| p.def.name.clone());
     let mut out = json!({
@@ -105,7 +105,7 @@ fn queue_json(mgmt: &Mgmt, v: &VHost, policies: &[Arc<Policy>], q: &Arc<Queue>, 
     });
     // As RabbitMQ: a queue that never saw a message has no message_stats, and no policy
     // field without a policy (rabbitmqadmin cannot print a null).
-    if s.publish + s.deliver + s.deliver_no_ack + s.get + s.ack > 0 {
+    if s.publish + s.deliver + s.deliver_no_ack + s.get + s.get_no_ack + s.ack > 0 {
         out["message_stats"] = stats;
     }
     if let Some(p) = policy {
@@ -538,7 +538,7 @@ pub async fn get_messages(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost,
     let mut out = Vec::new();
     let mut requeue = Vec::new();
     for _ in 0..count {
-        let Some(got) = q.get() else { break };
+        let Some(got) = q.get(mode == AckMode::Ack) else { break };
         let body = got.wire.body();
         let shown = &body[..truncate.map_or(body.len(), |t| t.min(body.len()))];
         let (payload, encoding) = match std::str::from_utf8(shown) {
@@ -604,7 +604,7 @@ pub fn round_trip(v: &VHost, queue: &str, payload: &[u8]) -> bool {
         return false;
     }
     // Older test messages may be waiting; the one just sent is among them.
-    while let Some(got) = q.get() {
+    while let Some(got) = q.get(true) {
         q.delivered(got.offset, &got.msg, true);
         if got.msg.body() == payload {
             return true;
