@@ -19,6 +19,10 @@ const KEPT_LINES: usize = 10_000;
 /// Octets of a body shown.
 const BODY_PREFIX: usize = 64;
 
+/// Characters of a method's fields or a header's properties kept (a field table can be
+/// nearly a frame long; the ring holds at most this times [`KEPT_LINES`]).
+const FIELDS_KEPT: usize = 2048;
+
 /// Lines a live follower may be behind before it misses some.
 const FOLLOW_BACKLOG: usize = 1024;
 
@@ -90,12 +94,12 @@ fn describe(dir: Direction, frame: &Frame) -> Value {
                 Ok((c, m)) => (method::name(c, m), method::decode_own(payload).map_or_else(|| "undecodable".to_owned(), |m| format!("{m:?}"))),
                 Err(e) => ("?", format!("undecodable: {e}")),
             };
-            json!({"ts": ts, "dir": dir, "channel": channel, "type": "method", "method": name, "fields": fields})
+            json!({"ts": ts, "dir": dir, "channel": channel, "type": "method", "method": name, "fields": shorten(fields)})
         }
         Frame::Header { channel, payload } => {
             // class (2), weight (2), body size (8), then the properties.
             let size = payload.get(4..12).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
-            let properties = payload.get(12..).and_then(warren_protocol::properties::decode).map(|p| format!("{p:?}"));
+            let properties = payload.get(12..).and_then(warren_protocol::properties::decode).map(|p| shorten(format!("{p:?}")));
             json!({"ts": ts, "dir": dir, "channel": channel, "type": "header", "body_size": size, "properties": properties})
         }
         Frame::Body { channel, payload } => {
@@ -104,6 +108,15 @@ fn describe(dir: Direction, frame: &Frame) -> Value {
         }
         Frame::Heartbeat { channel } => json!({"ts": ts, "dir": dir, "channel": channel, "type": "heartbeat"}),
     }
+}
+
+/// `text` cut to [`FIELDS_KEPT`] characters, marked when cut.
+fn shorten(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(FIELDS_KEPT) {
+        text.truncate(cut);
+        text.push_str("…");
+    }
+    text
 }
 
 #[cfg(test)]
@@ -128,5 +141,7 @@ mod tests {
             t.frame(Direction::In, &Frame::Heartbeat { channel: 0 });
         }
         assert_eq!(t.lines().len(), KEPT_LINES);
+        assert_eq!(shorten("x".repeat(FIELDS_KEPT + 10)).chars().count(), FIELDS_KEPT + 1);
+        assert_eq!(shorten("short".to_owned()), "short");
     }
 }
