@@ -114,7 +114,7 @@ fn describe(dir: Direction, frame: &Frame) -> Value {
 fn shorten(mut text: String) -> String {
     if let Some((cut, _)) = text.char_indices().nth(FIELDS_KEPT) {
         text.truncate(cut);
-        text.push_str("…");
+        text.push('…');
     }
     text
 }
