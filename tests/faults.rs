@@ -279,6 +279,8 @@ async fn the_backdoor_peeks_waits_and_resets_a_vhost() {
     for body in [b"one".as_slice(), b"two", b"three"] {
         publish(&ch, "", "bd", body).await;
     }
+    // The publishes are in once the wait answers (lapin does not wait for them).
+    assert_eq!(api(port, "GET", "/api/warren/queues/%2F/bd/wait?messages=3", None).await.0, 200);
     // Peek: the first two, in order, left in place and not marked redelivered.
     let (status, peeked) = api(port, "GET", "/api/warren/queues/%2F/bd/messages?count=2", None).await;
     assert_eq!(status, 200);
