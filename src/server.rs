@@ -231,10 +231,11 @@ impl Server {
         info!("shutting down: closing connections");
         let _ = stop_tx.send(true);
         drop(done_tx);
-        if tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv()).await.is_err() {
+        let all_closed = tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv()).await.is_ok();
+        if !all_closed {
             warn!("some connections did not close in time");
         }
-        if let Err(e) = broker.flush() {
+        if let Err(e) = broker.close_store(all_closed) {
             error!(error = %e, "final store flush failed");
         }
         info!("shutdown complete");

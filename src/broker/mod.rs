@@ -112,6 +112,9 @@ impl Broker {
             std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Corrupt(format!("cannot create data directory {}: {e}", config.data_dir.display())))?;
             Database::open_with_cache(&config.data_dir, cache, &config.default_vhost)?
         };
+        if db.recovered_from_crash() {
+            tracing::warn!(data_dir = %config.data_dir.display(), "the previous run did not shut down cleanly: every recovered message comes back flagged redelivered");
+        }
         let access = Access::load(db.clone())?;
         let mib = |n: u64| usize::try_from(n.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let watermark = if config.memory_high_watermark_mb == 0 { memory::default_high_watermark() } else { mib(config.memory_high_watermark_mb) };
@@ -274,10 +277,16 @@ impl Broker {
         self.flusher.submit(request);
     }
 
-    /// Writes pending delivery marks and flushes the store (at shutdown).
-    pub fn flush(&self) -> Result<(), StoreError> {
+    /// Writes pending delivery marks and flushes the store (at shutdown). `clean` when
+    /// every connection has closed: the store then notes that its marks are complete, and
+    /// the next start trusts them instead of flagging every message redelivered.
+    pub fn close_store(&self, clean: bool) -> Result<(), StoreError> {
         self.write_marks();
-        self.db.flush_blocking()
+        if clean {
+            self.db.close_cleanly()
+        } else {
+            self.db.flush_blocking()
+        }
     }
 
     /// Writes the delivery marks of deliveries still unacknowledged (see

@@ -60,7 +60,8 @@ pub enum StoreError {
 pub struct RecoveredMessage {
     /// Its position in its queue.
     pub offset: u64,
-    /// It had been delivered before the stop (so it comes back redelivered).
+    /// It had been delivered before the stop, or the stop was a crash (it comes back
+    /// redelivered).
     pub delivered: bool,
     /// Body octets (length limits count them).
     pub body_len: u32,
@@ -83,12 +84,18 @@ pub struct Recovered {
     pub last_used: std::collections::HashMap<String, u64>,
 }
 
+/// The key in the `meta` tree present only while the store is closed after a clean
+/// shutdown: opening a store without it finds the marks of the last deliveries missing.
+const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+
 /// The sled database of one data directory.
 #[derive(Debug, Clone)]
 pub struct Database {
     db: sled::Db,
     /// The broker's access records by `kind \0 key`, opaque here.
     access: sled::Tree,
+    /// The previous run ended without [`Database::close_cleanly`] (a crash or kill -9).
+    crashed: bool,
 }
 
 /// One vhost's durable topology and messages.
@@ -104,6 +111,8 @@ pub struct Store {
     delivered: sled::Tree,
     /// When each queue with `x-expires` was last used, by queue name.
     last_used: sled::Tree,
+    /// The previous run crashed: [`Store::recover`] marks every message delivered.
+    crashed: bool,
 }
 
 /// The stored messages of one durable queue: a sled tree of its own keyed by offset (so a
@@ -194,6 +203,9 @@ impl QueueStore {
         gone_is_ok(self.messages.remove(offset.to_be_bytes()).map(drop))
     }
 }
+
+/// Delivery marks per sled batch when [`Store::recover`] marks a crashed run's messages.
+const MARK_BATCH: usize = 4096;
 
 /// Removals per sled batch in [`QueueStore::remove_messages`].
 const REMOVE_BATCH: usize = 64;
@@ -309,7 +321,31 @@ impl Database {
                 db.flush()?;
             }
         }
-        Ok(Database { access: db.open_tree("access")?, db })
+        // The marker is taken away at once, so that a crash of this run is seen as one.
+        let crashed = match meta.remove(CLEAN_SHUTDOWN)? {
+            Some(_) => {
+                db.flush()?;
+                false
+            }
+            None => db.was_recovered(),
+        };
+        Ok(Database { access: db.open_tree("access")?, db, crashed })
+    }
+
+    /// Whether the previous run ended without [`Database::close_cleanly`]: the delivery
+    /// marks of its last moments may be missing, so every recovered message counts as
+    /// delivered (RabbitMQ flags every message it recovers after a crash redelivered).
+    pub fn recovered_from_crash(&self) -> bool {
+        self.crashed
+    }
+
+    /// Flushes everything and notes that the store was closed cleanly: the next run
+    /// trusts the delivery marks. Called last, once no client is connected.
+    pub fn close_cleanly(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.db.open_tree("meta")?.insert(CLEAN_SHUTDOWN, &[])?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// The store of vhost `name` (empty if new).
@@ -324,6 +360,7 @@ impl Database {
             last_used: tree("queue-last-used")?,
             prefix,
             db: self.db.clone(),
+            crashed: self.crashed,
         })
     }
 
@@ -470,7 +507,8 @@ impl Store {
     }
 
     /// Reads back everything stored: exchanges, queues with their messages in order, and
-    /// bindings.
+    /// bindings. After a crash every message comes back delivered, and its mark is written
+    /// so that it stays so across later restarts.
     pub fn recover(&self) -> Result<Recovered, StoreError> {
         let mut out = Recovered::default();
         for v in self.exchanges.iter().values() {
@@ -483,13 +521,21 @@ impl Store {
                 delivered.insert(codec::offset_of(&k?)?);
             }
             let mut messages = Vec::new();
+            let mut new_marks = sled::Batch::default();
             for kv in self.db.open_tree(self.queue_tree(&q.name))?.iter() {
                 let (k, v) = kv?;
                 let offset = codec::offset_of(&k)?;
                 let meta = codec::message_meta(&v)?;
+                let marked = delivered.remove(&offset);
+                if self.crashed && !marked {
+                    new_marks.insert(codec::message_key(&q.name, offset), &[]);
+                    if messages.len() % MARK_BATCH == MARK_BATCH - 1 {
+                        self.delivered.apply_batch(std::mem::take(&mut new_marks))?;
+                    }
+                }
                 messages.push(RecoveredMessage {
                     offset,
-                    delivered: delivered.remove(&offset),
+                    delivered: marked || self.crashed,
                     body_len: meta.body_len,
                     expires: meta.expires,
                     priority: meta.priority,
@@ -499,6 +545,7 @@ impl Store {
                 let b: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt(format!("last-use record of queue '{}'", q.name)))?;
                 out.last_used.insert(q.name.clone(), u64::from_be_bytes(b));
             }
+            self.delivered.apply_batch(new_marks)?;
             // Marks left without their message (an ack cut short by a crash).
             for offset in delivered {
                 self.delivered.remove(codec::message_key(&q.name, offset))?;
