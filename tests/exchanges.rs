@@ -747,3 +747,38 @@ async fn cc_and_bcc_headers_add_routing_keys_and_bcc_is_removed() {
         assert_eq!(get_body(&ch, q).await, None, "{q}: exactly once");
     }
 }
+
+/// A channel remembers the exchange and the default-exchange queue it published to last;
+/// deleting and declaring again (from another channel) must never leave it publishing to
+/// the old ones: a queue recreated under the same name gets the next message, an exchange
+/// recreated with another type routes by its new type, and a deleted one is 404.
+#[tokio::test]
+async fn publishing_follows_deletes_and_redeclares_of_the_same_names() {
+    let broker = start().await;
+    let (conn, publisher) = broker.channel().await;
+    let admin = conn.create_channel().await.expect("channel");
+    declare(&admin, "same").await;
+    publish(&publisher, "", "same", b"1").await;
+    admin.queue_delete("same".into(), QueueDeleteOptions::default()).await.expect("delete");
+    declare(&admin, "same").await;
+    publish(&publisher, "", "same", b"2").await;
+    assert_eq!(within("get", get_body(&admin, "same")).await, Some(b"2".to_vec()), "the new queue got the message");
+
+    let fanout = ExchangeDeclareOptions::default();
+    admin.exchange_declare("x.same".into(), ExchangeKind::Fanout, fanout, FieldTable::default()).await.expect("fanout");
+    admin.queue_bind("same".into(), "x.same".into(), "k".into(), QueueBindOptions::default(), FieldTable::default()).await.expect("bind");
+    publish(&publisher, "x.same", "other-key", b"3").await;
+    assert_eq!(within("get", get_body(&admin, "same")).await, Some(b"3".to_vec()), "fanout ignores the key");
+    admin.exchange_delete("x.same".into(), ExchangeDeleteOptions::default()).await.expect("delete");
+    admin.exchange_declare("x.same".into(), ExchangeKind::Direct, fanout, FieldTable::default()).await.expect("direct");
+    admin.queue_bind("same".into(), "x.same".into(), "k".into(), QueueBindOptions::default(), FieldTable::default()).await.expect("bind");
+    publish(&publisher, "x.same", "other-key", b"4").await;
+    publish(&publisher, "x.same", "k", b"5").await;
+    assert_eq!(within("get", get_body(&admin, "same")).await, Some(b"5".to_vec()), "the direct exchange routes by key");
+    admin.exchange_delete("x.same".into(), ExchangeDeleteOptions::default()).await.expect("delete");
+    let code = close_code(&conn, async {
+        publish(&publisher, "x.same", "k", b"6").await;
+    })
+    .await;
+    assert_eq!(code, 404, "the deleted exchange is gone for the channel that used it");
+}

@@ -97,6 +97,9 @@ pub struct VHost {
     me: Weak<VHost>,
     exchanges: RwLock<HashMap<String, Arc<Exchange>>>,
     queues: RwLock<HashMap<String, Arc<Queue>>>,
+    /// Bumped after every change to `exchanges` or `queues`: a channel's [`NameCache`]
+    /// filled at another generation is stale.
+    generation: AtomicU64,
     /// Serialises topology changes.
     topology: Mutex<()>,
     /// Durable topology and persistent messages.
@@ -117,6 +120,16 @@ pub struct VHost {
     deleted: tokio::sync::watch::Sender<bool>,
     /// Its policies, by name.
     policies: RwLock<Vec<Arc<Policy>>>,
+}
+
+/// What one channel published to last: an exchange by name and, through the default
+/// exchange, a queue by routing key. Valid while the vhost's maps are at the generation it
+/// was filled at, so a stream of publishes to one place skips the locked map lookups.
+#[derive(Debug, Default)]
+pub struct NameCache {
+    generation: u64,
+    exchange: Option<Arc<Exchange>>,
+    queue: Option<Arc<Queue>>,
 }
 
 /// What the broker's configuration gives every queue of a vhost.
@@ -275,6 +288,7 @@ impl VHost {
             reply_to: ReplyRegistry::default(),
             defaults,
             connections: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             limits: Mutex::default(),
             deleted: tokio::sync::watch::Sender::new(false),
             policies: RwLock::default(),
@@ -375,6 +389,7 @@ impl VHost {
             self.delete_queue_now(q);
         }
         self.exchanges.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.names_changed();
         self.deleted.send_replace(true);
     }
 
@@ -460,6 +475,41 @@ impl VHost {
         self.exchange(name).ok_or_else(|| AmqpError::not_found(format!("no exchange '{name}' in vhost '{}'", self.name)))
     }
 
+    /// Notes a change to the exchange or queue maps (after making it).
+    fn names_changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Empties `cache` if the maps changed since it was filled.
+    fn refresh(&self, cache: &mut NameCache) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if cache.generation != generation {
+            *cache = NameCache { generation, ..NameCache::default() };
+        }
+    }
+
+    /// [`Self::exchange_or_404`] through a channel's cache.
+    pub fn exchange_cached(&self, cache: &mut NameCache, name: &str) -> Result<Arc<Exchange>, AmqpError> {
+        self.refresh(cache);
+        if let Some(x) = cache.exchange.as_ref().filter(|x| x.name == name) {
+            return Ok(Arc::clone(x));
+        }
+        let x = self.exchange_or_404(name)?;
+        cache.exchange = Some(Arc::clone(&x));
+        Ok(x)
+    }
+
+    /// [`Self::queue`] through a channel's cache.
+    fn queue_cached(&self, cache: &mut NameCache, name: &str) -> Option<Arc<Queue>> {
+        self.refresh(cache);
+        if let Some(q) = cache.queue.as_ref().filter(|q| q.name == name) {
+            return Some(Arc::clone(q));
+        }
+        let q = self.queue(name)?;
+        cache.queue = Some(Arc::clone(&q));
+        Some(q)
+    }
+
     /// The queue called `name`, or 404.
     pub fn queue_or_404(&self, name: &str) -> Result<Arc<Queue>, AmqpError> {
         self.queue(name).ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", self.name)))
@@ -498,6 +548,7 @@ impl VHost {
         let policies = self.policies();
         exchange.set_policy_alternate(policy::choose(&policies, |p| p.matches_exchange(&exchange.name)).and_then(|p| p.settings.alternate_exchange.clone()));
         self.exchanges.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&exchange));
+        self.names_changed();
         Ok(exchange)
     }
 
@@ -651,6 +702,7 @@ impl VHost {
     /// Takes an exchange out of the vhost and the store (its bindings are the caller's).
     fn forget_exchange(&self, exchange: &Exchange) {
         self.exchanges.write().unwrap_or_else(|p| p.into_inner()).remove(&exchange.name);
+        self.names_changed();
         if exchange.durable {
             if let Err(e) = self.store.delete_exchange(&exchange.name) {
                 warn!(exchange = %exchange.name, error = %e, "cannot delete an exchange from the store");
@@ -739,6 +791,7 @@ impl VHost {
             consumer_timeout: self.defaults.consumer_timeout,
         });
         self.queues.write().unwrap_or_else(|p| p.into_inner()).insert(spec.name, Arc::clone(&queue));
+        self.names_changed();
         // Every queue is bound to the default exchange by its name; routing through ""
         // looks the queue up directly instead of keeping that binding.
         Ok(queue)
@@ -779,6 +832,7 @@ impl VHost {
     /// outside the topology lock, which the caller holds.
     fn remove_queue(&self, queue: &Arc<Queue>) -> DeletedQueue {
         self.queues.write().unwrap_or_else(|p| p.into_inner()).remove(&queue.name);
+        self.names_changed();
         // Stop the queue first, so nothing reads or marks its messages while the store
         // drops them.
         let (count, consumers) = queue.mark_deleted();
@@ -881,7 +935,7 @@ impl VHost {
     pub fn publish(&self, exchange: &Arc<Exchange>, msg: Arc<Message>) -> bool {
         let (mut dests, mut queues) = (Vec::new(), Vec::new());
         let mut headers = || warren_protocol::properties::PropertiesView::parse(msg.properties()).ok().and_then(|v| v.headers_table());
-        self.route(exchange, &msg.routing_key, &mut headers, &mut dests, &mut queues);
+        self.route(exchange, &msg.routing_key, &mut headers, &mut dests, &mut queues, None);
         let mut routed = false;
         for q in queues {
             routed |= matches!(q.enqueue(Arc::clone(&msg)), Enqueued::Transient | Enqueued::Stored | Enqueued::Rejected);
@@ -895,9 +949,13 @@ impl VHost {
     /// chain ends at an exchange already visited or one that does not exist). `dests` is
     /// scratch space the caller keeps between messages, so routing allocates nothing once
     /// it has grown.
-    pub fn route(&self, exchange: &Arc<Exchange>, routing_key: &str, headers: &mut dyn FnMut() -> Option<FieldTable>, dests: &mut Vec<Destination>, queues: &mut Vec<Arc<Queue>>) {
+    pub fn route(&self, exchange: &Arc<Exchange>, routing_key: &str, headers: &mut dyn FnMut() -> Option<FieldTable>, dests: &mut Vec<Destination>, queues: &mut Vec<Arc<Queue>>, cache: Option<&mut NameCache>) {
         if exchange.name.is_empty() {
-            if let Some(q) = self.queue(routing_key) {
+            let q = match cache {
+                Some(cache) => self.queue_cached(cache, routing_key),
+                None => self.queue(routing_key),
+            };
+            if let Some(q) = q {
                 if !queues.iter().any(|x| Arc::ptr_eq(x, &q)) {
                     queues.push(q);
                 }
@@ -1002,7 +1060,7 @@ impl VHost {
         let view = warren_protocol::properties::PropertiesView::parse(out.msg.properties()).unwrap_or_default();
         queues.clear();
         for key in &out.routing_keys {
-            self.route(&exchange, key, &mut || view.headers_table(), dests, queues);
+            self.route(&exchange, key, &mut || view.headers_table(), dests, queues, None);
         }
         for q in queues.drain(..) {
             if dead_letter::is_cycle(&out.deaths, &q.name) {

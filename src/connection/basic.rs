@@ -46,7 +46,7 @@ impl Channel {
             ctx.grant.check(Perm::Write, Resource::Exchange, name)?;
             self.write_allowed = Some(name.to_owned());
         }
-        let exchange = ctx.vhost.exchange_or_404(content.method.exchange.as_str())?;
+        let exchange = ctx.vhost.exchange_cached(&mut self.names, content.method.exchange.as_str())?;
         if exchange.internal {
             return Err(AmqpError::access_refused(format!(
                 "cannot publish to internal exchange '{}' in vhost '{}'",
@@ -126,10 +126,10 @@ impl Channel {
         let as_published = published.as_ref().map_or(msg.properties(), |p| p.properties());
         let mut headers = || PropertiesView::parse(as_published).ok().and_then(|v| v.headers_table());
         let mut queues = std::mem::take(&mut self.route_buf);
-        ctx.vhost.route(exchange, &msg.routing_key, &mut headers, &mut self.dest_buf, &mut queues);
+        ctx.vhost.route(exchange, &msg.routing_key, &mut headers, &mut self.dest_buf, &mut queues, Some(&mut self.names));
         if let Some(s) = &selected {
             for key in s.cc.iter().chain(&s.bcc) {
-                ctx.vhost.route(exchange, key, &mut headers, &mut self.dest_buf, &mut queues);
+                ctx.vhost.route(exchange, key, &mut headers, &mut self.dest_buf, &mut queues, None);
             }
         }
         let (mut delivered, mut stored, mut failed, mut rejected) = (false, false, false, false);

@@ -17,6 +17,7 @@ use crate::broker::durability::{FlushRequest, Reply};
 use crate::broker::memory::Held;
 use crate::broker::exchange::{Destination, Exchange};
 use crate::broker::queue::Queue;
+use crate::broker::vhost::NameCache;
 use crate::outbound::Outbound;
 
 /// Whether a channel accepts methods.
@@ -116,6 +117,8 @@ pub(crate) struct Channel {
     /// grant is fixed for the connection, so the check (a regex for most users) runs once
     /// per exchange change, as RabbitMQ caches permission checks per channel.
     pub write_allowed: Option<String>,
+    /// The exchange and default-exchange queue this channel last published to.
+    pub names: NameCache,
     /// The channel's place in its user's max-channels.
     _slot: ChannelSlot,
 }
@@ -136,6 +139,7 @@ impl Channel {
             dest_buf: Vec::new(),
             assembling: None,
             write_allowed: None,
+            names: NameCache::default(),
             _slot: slot,
         }
     }

@@ -591,7 +591,8 @@ impl Queue {
     /// if it is still unacknowledged then, so that a restart brings it back redelivered.
     /// Most deliveries are acked before that and never cost a store write.
     pub fn delivered(&self, offset: u64, msg: &Message, settled: bool) {
-        if self.store_for(msg, &self.args()).is_none() {
+        // A queue without a store has nothing to note, and skips loading its settings.
+        if self.store.is_none() || self.store_for(msg, &self.args()).is_none() {
             return;
         }
         if settled {
@@ -610,6 +611,9 @@ impl Queue {
     /// in RabbitMQ either); one read back from the store (a backlog draining) is removed at
     /// once, which keeps sled's memory flat while a long backlog drains.
     pub fn settled(&self, offset: u64, msg: &Message) {
+        if self.store.is_none() {
+            return;
+        }
         let Some(store) = self.store_for(msg, &self.args()) else { return };
         let mut marks = self.marks();
         marks.pending.remove(&offset);
