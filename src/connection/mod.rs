@@ -14,7 +14,7 @@ pub mod handshake;
 mod topology;
 pub mod trace;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -212,7 +212,7 @@ async fn run<S: Transport>(
     };
     let mut conn = Connection {
         ctx: Context { id, broker: Arc::clone(&broker), vhost, grant, usage, outbound: Arc::clone(&outbound), cancel_notify },
-        channels: HashMap::new(),
+        channels: FxHashMap::default(),
         channel_max: tuning.channel_max,
         frame_max: tuning.frame_max,
         closing: None,
@@ -237,7 +237,7 @@ async fn run<S: Transport>(
 /// The reader-side state of an open connection.
 struct Connection {
     ctx: Context,
-    channels: HashMap<u16, Channel>,
+    channels: FxHashMap<u16, Channel>,
     channel_max: u16,
     frame_max: u32,
     /// Set once we sent connection.close: when to give up waiting for close-ok.
