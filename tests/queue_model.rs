@@ -244,8 +244,10 @@ fn run(c: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.ready.clear();
             }
             Op::Restart => {
+                // A clean stop: marks written, the store closed cleanly (after a crash
+                // every message would come back redelivered).
                 queue.write_marks();
-                db.flush_blocking().expect("flush");
+                db.close_cleanly().expect("close");
                 drop(queue);
                 drop((store, db));
                 db = Database::open(&dir, "/").expect("reopen");

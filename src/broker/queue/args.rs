@@ -124,6 +124,23 @@ pub struct QueueArgs {
     pub consumer_timeout: Option<u64>,
 }
 
+impl QueueArgs {
+    /// A classic queue without arguments or policy, as most queues are.
+    pub const PLAIN: QueueArgs = QueueArgs {
+        kind: QueueType::Classic,
+        max_length: None,
+        max_length_bytes: None,
+        overflow: Overflow::DropHead,
+        message_ttl: None,
+        expires: None,
+        dead_letter: None,
+        max_priority: None,
+        delivery_limit: None,
+        single_active: false,
+        consumer_timeout: None,
+    };
+}
+
 /// RabbitMQ's bound on TTLs and expiry, in milliseconds (ten years).
 const MAX_EXPIRY: i64 = 315_360_000_000;
 
@@ -217,19 +234,7 @@ impl QueueArgs {
         if let Some(v) = table.get("x-dead-letter-exchange").filter(|v| as_text(v).is_none()) {
             return Err(AmqpError::precondition_failed(format!("invalid type '{}' for arg 'x-dead-letter-exchange' in {rs}", type_name(v))));
         }
-        let mut out = QueueArgs {
-            kind,
-            max_length: None,
-            max_length_bytes: None,
-            overflow: Overflow::DropHead,
-            message_ttl: None,
-            expires: None,
-            dead_letter: None,
-            max_priority: None,
-            delivery_limit: None,
-            single_active: false,
-            consumer_timeout: None,
-        };
+        let mut out = QueueArgs { kind, ..QueueArgs::PLAIN };
         let mut dlrk = None;
         for (key, types) in KNOWN {
             let key = *key;

@@ -63,6 +63,27 @@ pub struct Got {
 }
 
 /// The octets a message in memory counts against a queue's memory limit.
+/// A queue's settings as read for one operation.
+pub enum Args {
+    /// [`QueueArgs::PLAIN`].
+    Plain,
+    /// Set by arguments or a policy.
+    Set(arc_swap::Guard<Arc<QueueArgs>>),
+}
+
+/// Where [`Args::Plain`] points.
+static PLAIN: QueueArgs = QueueArgs::PLAIN;
+
+impl std::ops::Deref for Args {
+    type Target = QueueArgs;
+    fn deref(&self) -> &QueueArgs {
+        match self {
+            Args::Plain => &PLAIN,
+            Args::Set(args) => args,
+        }
+    }
+}
+
 fn footprint(msg: &Message) -> usize {
     msg.payload.len() + msg.exchange.len() + msg.routing_key.len()
 }
@@ -110,6 +131,9 @@ pub struct Queue {
     /// What the arguments, with the policy that applies, ask for now (a policy change
     /// swaps it; readers take the current one without a lock).
     args: ArcSwap<QueueArgs>,
+    /// `args` is [`QueueArgs::PLAIN`]: readers skip the swap's load (a few atomic
+    /// operations per message, which showed in fanout profiles).
+    plain: AtomicBool,
     /// The vhost, to route dead letters into and to delete an expired queue from.
     home: Weak<VHost>,
     /// This queue, for the timer task it starts.
@@ -251,6 +275,7 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             arguments,
+            plain: AtomicBool::new(args == QueueArgs::PLAIN),
             args: ArcSwap::from_pointee(args),
             home: vhost,
             me: me.clone(),
@@ -276,8 +301,12 @@ impl Queue {
     }
 
     /// What the arguments, with the policy that applies, ask for now.
-    pub fn args(&self) -> arc_swap::Guard<Arc<QueueArgs>> {
-        self.args.load()
+    pub fn args(&self) -> Args {
+        if self.plain.load(Ordering::Acquire) {
+            Args::Plain
+        } else {
+            Args::Set(self.args.load())
+        }
     }
 
     /// Takes new effective settings (a policy was set, changed or cleared), as RabbitMQ
@@ -286,7 +315,9 @@ impl Queue {
     pub fn set_args(&self, args: QueueArgs) {
         let (expires, drop_head) = (args.expires, args.overflow == Overflow::DropHead);
         self.consumer_timeout.store(args.consumer_timeout.unwrap_or(self.default_consumer_timeout), Ordering::Relaxed);
+        let plain = args == QueueArgs::PLAIN;
         self.args.store(Arc::new(args));
+        self.plain.store(plain, Ordering::Release);
         let mut letters = Letters::new();
         let mut st = self.lock();
         if !st.deleted && drop_head {
