@@ -17,7 +17,8 @@ use crate::broker::consumer::Consumer;
 #[derive(Debug, Default)]
 pub struct Consumers {
     /// Consumers that may have room, grouped by priority (highest first); each group is
-    /// in round-robin order.
+    /// in round-robin order. No group is ever left empty (every change removes emptied
+    /// ones), so an empty list means no consumer can take a message.
     groups: Vec<(i32, VecDeque<Arc<Consumer>>)>,
     /// Every consumer that may receive (in a group or parked), by identity.
     members: HashMap<usize, Arc<Consumer>>,
@@ -49,7 +50,8 @@ impl Consumers {
 
     /// No consumer could take a message now (all parked, or none).
     pub fn none_ready(&self) -> bool {
-        self.groups.iter().all(|(_, g)| g.is_empty())
+        // Read on every enqueue: the length, not the groups behind it (a cache miss).
+        self.groups.is_empty()
     }
 
     /// Every consumer, with whether it receives (false: waiting its turn as the single
@@ -116,6 +118,16 @@ impl Consumers {
         let mut taken = false;
         let mut emptied = false;
         for (_, group) in &mut self.groups {
+            // A lone consumer keeps its place (no rotation to write), or is parked.
+            if group.len() == 1 {
+                if group.front().is_some_and(&mut take) {
+                    taken = true;
+                    break;
+                }
+                group.clear();
+                emptied = true;
+                continue;
+            }
             while let Some(c) = group.pop_front() {
                 if take(&c) {
                     group.push_back(c);
