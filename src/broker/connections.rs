@@ -44,32 +44,12 @@ pub enum Command {
 /// One open connection, as listed.
 #[derive(Debug)]
 pub struct ConnectionInfo {
-    /// The broker's connection id.
-    pub id: u64,
+    /// Who opened it, from where, and what was negotiated.
+    pub opened: Opened,
     /// RabbitMQ's name: `peer -> local` (`127.0.0.1:53654 -> 127.0.0.1:5672`).
     pub name: String,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The broker's address the client connected to.
-    pub local: SocketAddr,
-    /// Over TLS.
-    pub tls: bool,
-    /// The authenticated user.
-    pub user: String,
-    /// The vhost it opened.
-    pub vhost: String,
-    /// The SASL mechanism used.
-    pub auth_mechanism: String,
-    /// What the client announced in connection.start-ok.
-    pub client_properties: FieldTable,
     /// When it opened, Unix milliseconds.
     pub connected_at: u64,
-    /// Negotiated channel_max.
-    pub channel_max: u16,
-    /// Negotiated frame_max.
-    pub frame_max: u32,
-    /// Negotiated heartbeat, seconds.
-    pub heartbeat: u16,
     /// Blocked by an alarm.
     pub blocked: AtomicBool,
     /// Its protocol trace, once one was started (kept for reading after it stops).
@@ -107,7 +87,7 @@ impl ConnectionInfo {
 
     /// The `connection_name` its client gave, if any.
     pub fn client_name(&self) -> Option<String> {
-        match self.client_properties.inner().get("connection_name") {
+        match self.opened.client_properties.inner().get("connection_name") {
             Some(amq_protocol::types::AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
             Some(amq_protocol::types::AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
             _ => None,
@@ -126,25 +106,29 @@ impl ConnectionInfo {
 
 /// What a connection tells the registry about itself.
 #[derive(Debug)]
-pub struct NewConnection {
+pub struct Opened {
     /// The broker's connection id.
     pub id: u64,
     /// The client's address.
     pub peer: SocketAddr,
-    /// The broker's address.
+    /// The broker's address the client connected to.
     pub local: SocketAddr,
     /// Over TLS.
     pub tls: bool,
     /// The authenticated user.
     pub user: String,
-    /// The vhost.
+    /// The vhost it opened.
     pub vhost: String,
-    /// The SASL mechanism.
+    /// The SASL mechanism used.
     pub auth_mechanism: String,
-    /// connection.start-ok's client properties.
+    /// What the client announced in connection.start-ok.
     pub client_properties: FieldTable,
-    /// Negotiated channel_max, frame_max, heartbeat.
-    pub tuning: (u16, u32, u16),
+    /// Negotiated channel_max.
+    pub channel_max: u16,
+    /// Negotiated frame_max.
+    pub frame_max: u32,
+    /// Negotiated heartbeat, seconds.
+    pub heartbeat: u16,
 }
 
 /// Every open connection.
@@ -159,36 +143,26 @@ const COMMAND_BACKLOG: usize = 4;
 impl Connections {
     /// Registers a connection; it stays listed until the returned guard is dropped. The
     /// receiver yields what the management plane asks of it.
-    pub fn register(self: &Arc<Self>, c: NewConnection) -> (Registered, mpsc::Receiver<Command>) {
+    pub fn register(self: &Arc<Self>, opened: Opened) -> (Registered, mpsc::Receiver<Command>) {
         let (commands, rx) = mpsc::channel(COMMAND_BACKLOG);
-        let (channel_max, frame_max, heartbeat) = c.tuning;
+        let id = opened.id;
         let info = Arc::new(ConnectionInfo {
-            id: c.id,
-            name: format!("{} -> {}", c.peer, c.local),
-            peer: c.peer,
-            local: c.local,
-            tls: c.tls,
-            user: c.user,
-            vhost: c.vhost,
-            auth_mechanism: c.auth_mechanism,
-            client_properties: c.client_properties,
+            name: format!("{} -> {}", opened.peer, opened.local),
+            opened,
             connected_at: super::message::now_ms(),
-            channel_max,
-            frame_max,
-            heartbeat,
             blocked: AtomicBool::new(false),
             trace: Mutex::default(),
             channels: Mutex::default(),
             commands,
         });
-        self.lock().insert(c.id, Arc::clone(&info));
+        self.lock().insert(id, Arc::clone(&info));
         (Registered { registry: Arc::clone(self), info }, rx)
     }
 
     /// Every open connection, in the order they opened.
     pub fn list(&self) -> Vec<Arc<ConnectionInfo>> {
         let mut all: Vec<_> = self.lock().values().cloned().collect();
-        all.sort_by_key(|c| c.id);
+        all.sort_by_key(|c| c.opened.id);
         all
     }
 
@@ -226,6 +200,6 @@ pub struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.info.id);
+        self.registry.lock().remove(&self.info.opened.id);
     }
 }

@@ -33,7 +33,7 @@ use warren_protocol::{method, AMQPClass, AmqpError, ReplyCode, Scope};
 use crate::access::{ChannelSlot, Grant, Usage};
 use crate::broker::consumer::Overdue;
 use crate::broker::vhost::{cancel_consumer, VHost};
-use crate::broker::connections::{Command, NewConnection, Registered};
+use crate::broker::connections::{Command, Opened, Registered};
 use crate::broker::Broker;
 use crate::outbound::Outbound;
 use crate::tls::CertLogin;
@@ -161,7 +161,7 @@ pub async fn serve<S: Transport>(
     };
     let id = broker.next_connection_id();
     let span = tracing::info_span!("connection", id, %peer, user = %session.grant.user.name, vhost = %session.slots.vhost.name);
-    let (registered, commands) = broker.connections.register(NewConnection {
+    let (registered, commands) = broker.connections.register(Opened {
         id,
         peer,
         local,
@@ -170,7 +170,9 @@ pub async fn serve<S: Transport>(
         vhost: session.slots.vhost.name.clone(),
         auth_mechanism: session.mechanism.clone(),
         client_properties: session.client_properties.clone(),
-        tuning: (session.tuning.channel_max, session.tuning.frame_max, session.tuning.heartbeat),
+        channel_max: session.tuning.channel_max,
+        frame_max: session.tuning.frame_max,
+        heartbeat: session.tuning.heartbeat,
     });
     run(broker, stream, rbuf, session, registered, commands, shutdown).instrument(span).await;
 }
@@ -185,7 +187,7 @@ async fn run<S: Transport>(
     shutdown: watch::Receiver<bool>,
 ) {
     let Session { grant, slots, tuning, cancel_notify, blocked_notify, client, .. } = session;
-    let (id, peer) = (registered.info.id, registered.info.peer);
+    let (id, peer) = (registered.info.opened.id, registered.info.opened.peer);
     let vhost = Arc::clone(&slots.vhost);
     let usage = Arc::clone(&slots.usage);
     info!(client = %client, channel_max = tuning.channel_max, frame_max = tuning.frame_max, heartbeat = tuning.heartbeat, "connection opened");

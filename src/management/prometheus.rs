@@ -214,8 +214,8 @@ fn objects(mgmt: &Mgmt, prefix: &str, filter: &Filter) -> String {
             }
         }
     }
-    for c in b.connections.list().into_iter().filter(|c| filter.vhost(&c.vhost)) {
-        let labels = format!("vhost=\"{}\",connection=\"{}\",user=\"{}\"", escape(&c.vhost), escape(&c.name), escape(&c.user));
+    for c in b.connections.list().into_iter().filter(|c| filter.vhost(&c.opened.vhost)) {
+        let labels = format!("vhost=\"{}\",connection=\"{}\",user=\"{}\"", escape(&c.opened.vhost), escape(&c.name), escape(&c.opened.user));
         let channels = c.channels();
         if filter.family("connection_metrics") {
             f.add(format!("{prefix}connection_channels"), "gauge", "Channels on a connection", &labels, channels.len() as u64);
@@ -226,7 +226,7 @@ fn objects(mgmt: &Mgmt, prefix: &str, filter: &Filter) -> String {
                     let st = ch.lock();
                     (st.consumers.len() as u64, st.unacked.len() as u64, u64::from(st.prefetch_global))
                 };
-                let labels = format!("vhost=\"{}\",channel=\"{} ({})\"", escape(&c.vhost), escape(&c.name), ch.id);
+                let labels = format!("vhost=\"{}\",channel=\"{} ({})\"", escape(&c.opened.vhost), escape(&c.name), ch.id);
                 f.add(format!("{prefix}channel_consumers"), "gauge", "Consumers on a channel", &labels, consumers);
                 f.add(format!("{prefix}channel_messages_unacked"), "gauge", "Delivered but not yet acknowledged messages", &labels, held);
                 f.add(format!("{prefix}channel_prefetch"), "gauge", "Total limit of unacknowledged messages for all consumers on a channel", &labels, global);

@@ -23,33 +23,33 @@ fn visible_connections(mgmt: &Mgmt, caller: &Caller, vhost: Option<&str>) -> Vec
         .connections
         .list()
         .into_iter()
-        .filter(|c| caller.is_monitor() || c.user == caller.user.name)
-        .filter(|c| vhost.is_none_or(|v| c.vhost == v))
+        .filter(|c| caller.is_monitor() || c.opened.user == caller.user.name)
+        .filter(|c| vhost.is_none_or(|v| c.opened.vhost == v))
         .collect()
 }
 
 fn connection_json(c: &Arc<ConnectionInfo>) -> Value {
-    let props = json_table(&c.client_properties);
+    let props = json_table(&c.opened.client_properties);
     let provided = props.get("connection_name").cloned();
     let mut out = json!({
         "name": c.name,
         "node": node_name(),
         "type": "network",
         "protocol": "AMQP 0-9-1",
-        "auth_mechanism": c.auth_mechanism,
-        "user": c.user,
-        "user_who_performed_action": c.user,
-        "vhost": c.vhost,
-        "host": c.local.ip().to_string(),
-        "port": c.local.port(),
-        "peer_host": c.peer.ip().to_string(),
-        "peer_port": c.peer.port(),
-        "ssl": c.tls,
+        "auth_mechanism": c.opened.auth_mechanism,
+        "user": c.opened.user,
+        "user_who_performed_action": c.opened.user,
+        "vhost": c.opened.vhost,
+        "host": c.opened.local.ip().to_string(),
+        "port": c.opened.local.port(),
+        "peer_host": c.opened.peer.ip().to_string(),
+        "peer_port": c.opened.peer.port(),
+        "ssl": c.opened.tls,
         "state": if c.is_blocked() { "blocked" } else { "running" },
         "channels": c.channel_count(),
-        "channel_max": c.channel_max,
-        "frame_max": c.frame_max,
-        "timeout": c.heartbeat,
+        "channel_max": c.opened.channel_max,
+        "frame_max": c.opened.frame_max,
+        "timeout": c.opened.heartbeat,
         "connected_at": c.connected_at,
         "client_properties": props,
     });
@@ -70,10 +70,10 @@ fn channel_json(c: &ConnectionInfo, ch: &ChannelDelivery) -> Value {
         "name": channel_name(c, ch.id),
         "node": node_name(),
         "number": ch.id,
-        "user": c.user,
-        "user_who_performed_action": c.user,
-        "vhost": c.vhost,
-        "connection_details": {"name": c.name, "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port()},
+        "user": c.opened.user,
+        "user_who_performed_action": c.opened.user,
+        "vhost": c.opened.vhost,
+        "connection_details": {"name": c.name, "peer_host": c.opened.peer.ip().to_string(), "peer_port": c.opened.peer.port()},
         "state": if c.is_blocked() { "blocked" } else { "running" },
         "consumer_count": st.consumers.len() + usize::from(st.reply_consumer.is_some()),
         "messages_unacknowledged": st.unacked.len(),
@@ -94,9 +94,9 @@ pub fn consumer_json(mgmt: &Mgmt, vhost: &str, c: &Consumer, active: bool) -> Va
             "name": channel_name(conn, c.channel.id),
             "node": node_name(),
             "number": c.channel.id,
-            "peer_host": conn.peer.ip().to_string(),
-            "peer_port": conn.peer.port(),
-            "user": conn.user,
+            "peer_host": conn.opened.peer.ip().to_string(),
+            "peer_port": conn.opened.peer.port(),
+            "user": conn.opened.user,
         }),
         None => json!({"number": c.channel.id, "node": node_name()}),
     };
@@ -120,7 +120,7 @@ pub fn all_consumers(mgmt: &Mgmt, caller: &Caller) -> Vec<Value> {
 }
 
 fn consumers_in(mgmt: &Mgmt, caller: &Caller, only: Option<&str>) -> Vec<Value> {
-    let mine: Vec<u64> = visible_connections(mgmt, caller, only).iter().map(|c| c.id).collect();
+    let mine: Vec<u64> = visible_connections(mgmt, caller, only).iter().map(|c| c.opened.id).collect();
     let mut out = Vec::new();
     for name in mgmt.broker.vhost_names() {
         if only.is_some_and(|o| o != name) {
@@ -150,7 +150,7 @@ pub async fn vhost_connections(State(mgmt): State<Mgmt>, caller: Caller, Path(vh
 }
 
 fn find_connection(mgmt: &Mgmt, caller: &Caller, name: &str) -> Result<Arc<ConnectionInfo>, ApiError> {
-    mgmt.broker.connections.by_name(name).filter(|c| caller.is_monitor() || c.user == caller.user.name).ok_or_else(ApiError::not_found)
+    mgmt.broker.connections.by_name(name).filter(|c| caller.is_monitor() || c.opened.user == caller.user.name).ok_or_else(ApiError::not_found)
 }
 
 /// `GET /api/connections/{name}`.
@@ -162,7 +162,7 @@ pub async fn connection(State(mgmt): State<Mgmt>, caller: Caller, Path(name): Pa
 /// `X-Reason` header's text.
 pub async fn close_connection(State(mgmt): State<Mgmt>, caller: Caller, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
     let c = find_connection(&mgmt, &caller, &name)?;
-    if !caller.is_admin() && c.user != caller.user.name {
+    if !caller.is_admin() && c.opened.user != caller.user.name {
         return Err(ApiError::not_authorised("User not authorised to access object"));
     }
     let reason = headers.get("x-reason").and_then(|v| v.to_str().ok()).filter(|r| !r.is_empty()).unwrap_or(DEFAULT_REASON);
@@ -198,7 +198,7 @@ pub async fn channel(State(mgmt): State<Mgmt>, caller: Caller, Path(name): Path<
             if channel_name(&c, ch.id) == name {
                 let mut item = channel_json(&c, &ch);
                 let held: Vec<Arc<Consumer>> = ch.lock().consumers.values().cloned().collect();
-                let consumers: Vec<Value> = held.iter().map(|k| consumer_json(&mgmt, &c.vhost, k, true)).collect();
+                let consumers: Vec<Value> = held.iter().map(|k| consumer_json(&mgmt, &c.opened.vhost, k, true)).collect();
                 item["consumer_details"] = Value::Array(consumers);
                 return one(&params, item);
             }

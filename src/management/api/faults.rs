@@ -27,7 +27,7 @@ fn to_connections(mgmt: &Mgmt, name: &str, command: &Command) -> ApiResult {
         return Err(ApiError::not_found());
     }
     for c in &targets {
-        if matches!(command, Command::Reset) && c.tls {
+        if matches!(command, Command::Reset) && c.opened.tls {
             return Err(ApiError::bad_request("reset is not available on TLS connections (use close or freeze)"));
         }
     }

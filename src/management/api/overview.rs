@@ -47,7 +47,7 @@ pub async fn overview(State(mgmt): State<Mgmt>, caller: Caller, params: Params) 
     let queued = mgmt.rates.rates("overview-queued", &[ready + unacked, ready, unacked]);
     let visible: Vec<String> = b.vhost_names().into_iter().filter(|v| caller.sees_vhost(&mgmt, v)).collect();
     let exchanges: usize = visible.iter().filter_map(|v| b.vhost(v)).map(|v| v.exchanges().len()).sum();
-    let connections: Vec<_> = b.connections.list().into_iter().filter(|c| caller.is_monitor() || c.user == caller.user.name).collect();
+    let connections: Vec<_> = b.connections.list().into_iter().filter(|c| caller.is_monitor() || c.opened.user == caller.user.name).collect();
     let channels: usize = connections.iter().map(|c| c.channel_count()).sum();
     let consumers: usize = super::connections::all_consumers(&mgmt, &caller).len();
     let mut listeners = vec![json!({"node": node_name(), "protocol": "amqp", "ip_address": b.config.bind.to_string(), "port": b.config.port})];
