@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Listener};
 use crate::config::{Config, ConfigError};
 use crate::connection;
 use crate::management;
@@ -101,6 +101,11 @@ impl Server {
             broker.import(&defs)?;
             info!(users = defs.users.len(), vhosts = defs.vhosts.len(), queues = defs.queues.len(), exchanges = defs.exchanges.len(), bindings = defs.bindings.len(), "definitions imported");
         }
+        let bound = [("amqp", listener.as_ref()), ("amqp/ssl", tls.as_ref().map(|(l, _)| l)), ("http", management_listener.as_ref()), ("http/prometheus", metrics_listener.as_ref())]
+            .into_iter()
+            .filter_map(|(protocol, l)| Some(Listener { protocol, addr: l?.local_addr().ok()? }))
+            .collect();
+        let _ = broker.listeners.set(bound);
         broker.start_mark_writer();
         broker.disk.start();
         broker.memory.start();

@@ -386,10 +386,15 @@ async fn overview_nodes_health_checks_and_aliveness() {
     assert_eq!(o["object_totals"]["consumers"], 0);
     assert_eq!(o["object_totals"]["exchanges"], 6, "the default exchange and the five amq.* ones (no amq.rabbitmq.trace: no tracer)");
     assert_eq!(o["message_stats"]["publish"], 3);
-    let amqp = o["listeners"].as_array().expect("listeners").iter().find(|l| l["protocol"] == "amqp").cloned().expect("amqp listener");
-    // The configured port (0 here: the tests bind any free port; the broker does not know
-    // which one the server got).
-    assert!(amqp["port"].is_number(), "{o:#}");
+    let mgmt_port: u16 = api.base.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).expect("the API's port");
+    // The ports as bound: the AMQP port is configured as 0 here (any free one), and the
+    // listing gives the one the server got; metrics are off, so not listed.
+    let listeners = o["listeners"].as_array().expect("listeners");
+    let port_of = |protocol: &str| listeners.iter().find(|l| l["protocol"] == protocol).map(|l| l["port"].clone());
+    assert_eq!(port_of("amqp"), Some(json!(b.addr.port())), "{o:#}");
+    assert_eq!(port_of("http"), Some(json!(mgmt_port)), "{o:#}");
+    assert_eq!(port_of("http/prometheus"), None, "{o:#}");
+    assert_eq!(o["contexts"][0]["port"], mgmt_port.to_string());
     // What rabbitmqadmin's `show overview` asks for.
     let cols = api.json("/api/overview?columns=rabbitmq_version,cluster_name,queue_totals.messages,object_totals.queues").await;
     assert_eq!(cols["rabbitmq_version"], "3.13.7");

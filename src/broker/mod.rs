@@ -65,6 +65,9 @@ const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100)
 pub struct Broker {
     /// The configuration it runs with.
     pub config: Config,
+    /// The ports it listens on, as bound (a port of 0 in the configuration is the free one
+    /// the server got); set once by the server.
+    pub listeners: std::sync::OnceLock<Vec<Listener>>,
     /// Its metrics.
     pub metrics: Metrics,
     /// Message memory and the alarm that blocks publishers.
@@ -98,6 +101,15 @@ pub enum OpenError {
     Access(#[from] AccessError),
 }
 
+/// A port the broker listens on, as the management API lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct Listener {
+    /// RabbitMQ's name for it: `amqp`, `amqp/ssl`, `http` or `http/prometheus`.
+    pub protocol: &'static str,
+    /// The address bound.
+    pub addr: std::net::SocketAddr,
+}
+
 impl Broker {
     /// Opens the store in the data directory (migrating an older format, whose data
     /// belongs to the default vhost), loads users and permissions, and opens every vhost
@@ -126,6 +138,7 @@ impl Broker {
         let disk_limit = if config.ephemeral { 0 } else { config.disk_free_limit_mb.saturating_mul(1_000_000) };
         let disk = Arc::new(disk::DiskMonitor::new(config.data_dir.clone(), disk_limit, metrics.disk_alarm.clone(), metrics.disk_limit.clone()));
         let broker = Broker {
+            listeners: std::sync::OnceLock::new(),
             queue_memory_limit: mib(config.queue_memory_mb),
             flusher: Flusher::start(db.clone()),
             config,

@@ -50,16 +50,10 @@ pub async fn overview(State(mgmt): State<Mgmt>, caller: Caller, params: Params) 
     let connections: Vec<_> = b.connections.list().into_iter().filter(|c| caller.is_monitor() || c.opened.user == caller.user.name).collect();
     let channels: usize = connections.iter().map(|c| c.channel_count()).sum();
     let consumers: usize = super::connections::all_consumers(&mgmt, &caller).len();
-    let mut listeners = vec![json!({"node": node_name(), "protocol": "amqp", "ip_address": b.config.bind.to_string(), "port": b.config.port})];
-    if b.config.tls_cert.is_some() {
-        listeners.push(json!({"node": node_name(), "protocol": "amqp/ssl", "ip_address": b.config.bind.to_string(), "port": b.config.tls_port}));
-    }
-    if b.config.management_port != 0 {
-        listeners.push(json!({"node": node_name(), "protocol": "http", "ip_address": b.config.bind.to_string(), "port": b.config.management_port}));
-    }
-    if b.config.metrics_port != 0 {
-        listeners.push(json!({"node": node_name(), "protocol": "http/prometheus", "ip_address": b.config.bind.to_string(), "port": b.config.metrics_port}));
-    }
+    let bound = b.listeners.get().map(Vec::as_slice).unwrap_or_default();
+    let listeners: Vec<Value> =
+        bound.iter().map(|l| json!({"node": node_name(), "protocol": l.protocol, "ip_address": l.addr.ip().to_string(), "port": l.addr.port()})).collect();
+    let management_port = bound.iter().find(|l| l.protocol == "http").map_or(b.config.management_port, |l| l.addr.port());
     one(
         &params,
         json!({
@@ -93,7 +87,7 @@ pub async fn overview(State(mgmt): State<Mgmt>, caller: Caller, params: Params) 
             "statistics_db_event_queue": 0,
             "node": node_name(),
             "listeners": listeners,
-            "contexts": [{"node": node_name(), "description": "RabbitMQ Management", "path": "/", "port": b.config.management_port.to_string()}],
+            "contexts": [{"node": node_name(), "description": "RabbitMQ Management", "path": "/", "port": management_port.to_string()}],
         }),
     )
 }
