@@ -10,6 +10,7 @@
 
 mod basic;
 mod channel;
+mod events;
 pub mod handshake;
 mod topology;
 pub mod trace;
@@ -38,6 +39,7 @@ use crate::broker::Broker;
 use crate::outbound::Outbound;
 use crate::tls::CertLogin;
 use channel::{Channel, ChannelPhase};
+use events::Event;
 use handshake::{HandshakeError, Session};
 
 /// How long a peer has to answer our `connection.close`.
@@ -47,8 +49,9 @@ const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 /// test's broker should stop at once, even with clients that are not reading).
 const SHUTDOWN_CLOSE_OK_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// How often deliveries are checked against the consumer timeout.
-const ACK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the connection checks for missed heartbeats and for deliveries held past the
+/// consumer timeout.
+const TICK: Duration = Duration::from_secs(1);
 
 /// What every channel handler needs from its connection.
 #[derive(Debug)]
@@ -267,28 +270,27 @@ impl Connection {
         reader: &mut R,
         mut rbuf: BytesMut,
         heartbeat: Duration,
-        mut shutdown: watch::Receiver<bool>,
-        mut commands: mpsc::Receiver<Command>,
+        shutdown: watch::Receiver<bool>,
+        commands: mpsc::Receiver<Command>,
     ) -> String {
         let mut last_read = Instant::now();
-        // A silent peer is dropped after two missed heartbeat intervals.
-        let check_every = if heartbeat.is_zero() { Duration::from_secs(3600) } else { heartbeat };
-        let mut ticker = tokio::time::interval(check_every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let far_future = Instant::now() + Duration::from_secs(86400 * 365);
-        let mut alarm = self.ctx.broker.memory.subscribe();
-        let mut disk_alarm = self.ctx.broker.disk.subscribe();
-        let mut vhost_deleted = self.ctx.vhost.deleted();
-        let mut user_deleted = self.ctx.usage.deleted();
-        // Deliveries held unacknowledged past the consumer timeout are looked for once a
-        // second, as RabbitMQ's channel tick does.
-        let mut ack_check = tokio::time::interval(ACK_CHECK_INTERVAL);
-        ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One tick a second checks for a silent peer (dropped after two missed heartbeat
+        // intervals) and for deliveries held unacknowledged past the consumer timeout, as
+        // RabbitMQ's channel tick does.
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ((mut low_memory, mut low_disk), mut events) = events::spawn(events::Sources {
+            alarm: self.ctx.broker.memory.subscribe(),
+            disk_alarm: self.ctx.broker.disk.subscribe(),
+            shutdown,
+            vhost_deleted: self.ctx.vhost.deleted(),
+            user_deleted: self.ctx.usage.deleted(),
+            commands,
+            outbound: Arc::clone(&self.ctx.outbound),
+        });
         loop {
             // As RabbitMQ: under the memory alarm a connection runs until it sends a
             // basic.publish, which waits (with everything after it) until the alarm clears.
-            let low_memory = *alarm.borrow_and_update();
-            let low_disk = *disk_alarm.borrow_and_update();
             let hold_publish = (low_memory || low_disk) && self.closing.is_none();
             let at_publish = match self.drain_frames(&mut rbuf, hold_publish) {
                 Ok(at_publish) => at_publish,
@@ -309,79 +311,96 @@ impl Connection {
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(64 * 1024);
             }
+            // The timers are made only when they are armed: the async blocks defer them.
+            let (closing, frozen_until) = (self.closing, self.frozen_until);
             tokio::select! {
-                read = reader.read_buf(&mut rbuf), if !self.blocked && self.frozen_until.is_none() => match read {
+                read = reader.read_buf(&mut rbuf), if !self.blocked && frozen_until.is_none() => match read {
                     Ok(0) => return if self.closing.is_some() { "closed by broker".into() } else { "client closed the socket".into() },
                     Ok(_) => last_read = Instant::now(),
                     Err(e) => return format!("socket error: {e}"),
                 },
-                _ = tokio::time::sleep_until(self.closing.unwrap_or(far_future).into()), if self.closing.is_some() => {
+                () = async { tokio::time::sleep_until(closing.unwrap_or_else(Instant::now).into()).await }, if closing.is_some() => {
                     return "no close-ok from client".into();
                 }
-                _ = alarm.changed() => {}
-                _ = disk_alarm.changed() => {}
-                _ = ticker.tick() => {
-                    if self.closing.is_none() && !self.blocked && self.frozen_until.is_none() && !heartbeat.is_zero() && last_read.elapsed() >= heartbeat * 2 {
-                        warn!(timeout_secs = heartbeat.as_secs() * 2, "missed heartbeats from client; closing");
-                        return "missed heartbeats".into();
-                    }
-                }
-                _ = ack_check.tick(), if self.closing.is_none() => self.close_overdue_channels(),
-                () = self.ctx.outbound.broken() => return "the client stopped reading (send timeout) or the socket failed".into(),
-                _ = self.ctx.outbound.drained() => {
-                    for ch in self.channels.values() {
-                        ch.redispatch();
-                    }
-                }
-                _ = shutdown.changed(), if self.closing.is_none() => {
-                    self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, "broker shutdown"));
-                    // A stopping broker waits less for close-ok than an error close does.
-                    self.closing = Some(Instant::now() + SHUTDOWN_CLOSE_OK_TIMEOUT);
-                }
-                _ = vhost_deleted.wait_for(|deleted| *deleted), if self.closing.is_none() => {
-                    let text = format!("vhost '{}' is deleted", self.ctx.vhost.name);
-                    self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
-                }
-                Some(command) = commands.recv(), if self.closing.is_none() => match command {
-                    Command::Close { code, text } => {
-                        info!(code = code.code(), reason = %text, "closed through the management API");
-                        self.fail(0, AmqpError::connection(code, text));
-                    }
-                    Command::Reset => {
-                        info!("reset through the management API");
-                        self.reset = true;
-                        self.ctx.outbound.abort();
-                        return "reset through the management API".into();
-                    }
-                    Command::Freeze(d) => {
-                        info!(seconds = d.as_secs(), "frozen through the management API");
-                        self.frozen_until = Some(Instant::now() + d);
-                        self.ctx.outbound.freeze(true);
-                    }
-                    Command::Delay(d) => {
-                        info!(delay_ms = d.as_millis() as u64, "outbound delay set through the management API");
-                        self.ctx.outbound.delay(d);
-                    }
-                    Command::Trace(trace) => {
-                        info!(on = trace.is_some(), "protocol trace switched through the management API");
-                        self.ctx.outbound.trace(trace.clone());
-                        self.trace = trace;
-                    }
-                    #[cfg(feature = "test-hooks")]
-                    Command::Panic => panic!("a panic injected by a test"),
-                },
-                _ = tokio::time::sleep_until(self.frozen_until.unwrap_or(far_future).into()), if self.frozen_until.is_some() => {
+                () = async { tokio::time::sleep_until(frozen_until.unwrap_or_else(Instant::now).into()).await }, if frozen_until.is_some() => {
                     info!("thawed");
                     self.frozen_until = None;
                     self.ctx.outbound.freeze(false);
                     last_read = Instant::now();
                 }
-                _ = user_deleted.wait_for(|deleted| *deleted), if self.closing.is_none() => {
-                    let text = format!("user '{}' is deleted", self.ctx.grant.user.name);
-                    self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
+                _ = tick.tick() => {
+                    if self.closing.is_none() && !self.blocked && self.frozen_until.is_none() && !heartbeat.is_zero() && last_read.elapsed() >= heartbeat * 2 {
+                        warn!(timeout_secs = heartbeat.as_secs() * 2, "missed heartbeats from client; closing");
+                        return "missed heartbeats".into();
+                    }
+                    if self.closing.is_none() {
+                        self.close_overdue_channels();
+                    }
                 }
+                _ = self.ctx.outbound.drained() => {
+                    for ch in self.channels.values() {
+                        ch.redispatch();
+                    }
+                }
+                Some(event) = events.recv() => match event {
+                    Event::Alarm { low_memory: memory, low_disk: disk } => (low_memory, low_disk) = (memory, disk),
+                    Event::Broken => return "the client stopped reading (send timeout) or the socket failed".into(),
+                    // After our connection.close only close-ok matters.
+                    _ if self.closing.is_some() => {}
+                    Event::Shutdown => {
+                        self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, "broker shutdown"));
+                        // A stopping broker waits less for close-ok than an error close does.
+                        self.closing = Some(Instant::now() + SHUTDOWN_CLOSE_OK_TIMEOUT);
+                    }
+                    Event::VhostDeleted => {
+                        let text = format!("vhost '{}' is deleted", self.ctx.vhost.name);
+                        self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
+                    }
+                    Event::UserDeleted => {
+                        let text = format!("user '{}' is deleted", self.ctx.grant.user.name);
+                        self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
+                    }
+                    Event::Command(command) => {
+                        if let Some(reason) = self.obey(command) {
+                            return reason;
+                        }
+                    }
+                },
             }
         }
+    }
+
+    /// Carries out a management command; returns why the connection ends, if it does.
+    fn obey(&mut self, command: Command) -> Option<String> {
+        match command {
+            Command::Close { code, text } => {
+                info!(code = code.code(), reason = %text, "closed through the management API");
+                self.fail(0, AmqpError::connection(code, text));
+            }
+            Command::Reset => {
+                info!("reset through the management API");
+                self.reset = true;
+                self.ctx.outbound.abort();
+                return Some("reset through the management API".into());
+            }
+            Command::Freeze(d) => {
+                info!(seconds = d.as_secs(), "frozen through the management API");
+                self.frozen_until = Some(Instant::now() + d);
+                self.ctx.outbound.freeze(true);
+            }
+            Command::Delay(d) => {
+                info!(delay_ms = d.as_millis() as u64, "outbound delay set through the management API");
+                self.ctx.outbound.delay(d);
+            }
+            Command::Trace(trace) => {
+                info!(on = trace.is_some(), "protocol trace switched through the management API");
+                self.ctx.outbound.trace(trace.clone());
+                self.trace = trace;
+            }
+            #[cfg(feature = "test-hooks")]
+            Command::Panic => panic!("a panic injected by a test"),
+        }
+        None
     }
 
     /// Acts on deliveries held unacknowledged for longer than their queue's consumer
