@@ -325,7 +325,9 @@ impl Outbound {
     /// non-zero) without hearing from the broker. Returns when the buffer is closed and
     /// written, or the socket fails.
     pub async fn run_writer<W: AsyncWrite + Unpin>(&self, sink: &mut W, heartbeat: Duration, send_timeout: Duration) -> std::io::Result<()> {
-        let mut batch = BytesMut::with_capacity(64 * 1024);
+        // Grown by what is written (and then kept), so an idle connection holds no more
+        // than it sent.
+        let mut batch = BytesMut::new();
         // One timer ticking every half interval, rather than one armed per wait for frames
         // (a timer-wheel insert and removal per batch showed in profiles): a tick after
         // which nothing was written sends a heartbeat.

@@ -213,15 +213,14 @@ impl Server {
                     let broker = Arc::clone(&broker);
                     let stop = stop_rx.clone();
                     let done = done_tx.clone();
+                    // Boxed, so a plain connection's task is not as large as a TLS one's
+                    // (1.4 KiB inline, 11 KiB with both kinds in it).
                     tokio::spawn(async move {
-                        match tls {
-                            None => connection::serve(broker, stream, (peer, local), None, deadline, stop).await,
-                            Some(tls) => {
-                                if let Some((stream, login)) = tls_handshake(&tls, stream, peer, deadline, &broker, stop.clone()).await {
-                                    connection::serve(broker, stream, (peer, local), login, deadline, stop).await;
-                                }
-                            }
-                        }
+                        let serving: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match tls {
+                            None => Box::pin(connection::serve(broker, stream, (peer, local), None, deadline, stop)),
+                            Some(tls) => Box::pin(serve_tls(tls, broker, stream, (peer, local), deadline, stop)),
+                        };
+                        serving.await;
                         drop(permit);
                         drop(done);
                     });
@@ -259,6 +258,13 @@ async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, Socket
 /// The TLS handshake of an accepted socket, bounded by `deadline` and given up at
 /// shutdown. A failure is one log line; the caller's task then ends, which frees the
 /// connection slot.
+/// A TLS connection: the TLS handshake, then the AMQP connection over it.
+async fn serve_tls(tls: Arc<Tls>, broker: Arc<Broker>, stream: TcpStream, addrs: (SocketAddr, SocketAddr), deadline: Instant, stop: watch::Receiver<bool>) {
+    if let Some((stream, login)) = tls_handshake(&tls, stream, addrs.0, deadline, &broker, stop.clone()).await {
+        connection::serve(broker, stream, addrs, login, deadline, stop).await;
+    }
+}
+
 async fn tls_handshake(
     tls: &Tls,
     stream: TcpStream,

@@ -55,7 +55,8 @@ pub struct ConnectionInfo {
     /// Its protocol trace, once one was started (kept for reading after it stops).
     pub trace: Mutex<Option<Arc<Trace>>>,
     channels: Mutex<BTreeMap<u16, Arc<ChannelDelivery>>>,
-    commands: mpsc::Sender<Command>,
+    /// Boxed: the channel allocates its slots up front, one block for every connection.
+    commands: mpsc::Sender<Box<Command>>,
 }
 
 impl ConnectionInfo {
@@ -82,7 +83,7 @@ impl ConnectionInfo {
     /// Asks the connection to do `command`; false when it is already gone or busy with
     /// earlier commands.
     pub fn send(&self, command: Command) -> bool {
-        self.commands.try_send(command).is_ok()
+        self.commands.try_send(Box::new(command)).is_ok()
     }
 
     /// The `connection_name` its client gave, if any.
@@ -143,7 +144,7 @@ const COMMAND_BACKLOG: usize = 4;
 impl Connections {
     /// Registers a connection; it stays listed until the returned guard is dropped. The
     /// receiver yields what the management plane asks of it.
-    pub fn register(self: &Arc<Self>, opened: Opened) -> (Registered, mpsc::Receiver<Command>) {
+    pub fn register(self: &Arc<Self>, opened: Opened) -> (Registered, mpsc::Receiver<Box<Command>>) {
         let (commands, rx) = mpsc::channel(COMMAND_BACKLOG);
         let id = opened.id;
         let info = Arc::new(ConnectionInfo {

@@ -26,7 +26,7 @@ pub(super) enum Event {
     /// The connection's user was deleted.
     UserDeleted,
     /// The management plane asks something of the connection.
-    Command(Command),
+    Command(Box<Command>),
     /// The writer gave up on the socket.
     Broken,
 }
@@ -38,7 +38,7 @@ pub(super) struct Sources {
     pub shutdown: watch::Receiver<bool>,
     pub vhost_deleted: watch::Receiver<bool>,
     pub user_deleted: watch::Receiver<bool>,
-    pub commands: mpsc::Receiver<Command>,
+    pub commands: mpsc::Receiver<Box<Command>>,
     pub outbound: Arc<Outbound>,
 }
 

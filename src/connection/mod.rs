@@ -135,7 +135,7 @@ pub async fn serve<S: Transport>(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
-    let session = match tokio::time::timeout_at(deadline, handshake::handshake(&mut stream, &mut rbuf, &broker, peer, cert_login.as_ref())).await {
+    let mut session = match tokio::time::timeout_at(deadline, handshake::handshake(&mut stream, &mut rbuf, &broker, peer, cert_login.as_ref())).await {
         Ok(Ok(session)) => session,
         Ok(Err(HandshakeError::Refused { error: e, user, silent })) => {
             match user {
@@ -171,8 +171,8 @@ pub async fn serve<S: Transport>(
         tls: S::TLS,
         user: session.grant.user.name.clone(),
         vhost: session.slots.vhost.name.clone(),
-        auth_mechanism: session.mechanism.clone(),
-        client_properties: session.client_properties.clone(),
+        auth_mechanism: std::mem::take(&mut session.mechanism),
+        client_properties: std::mem::take(&mut session.client_properties),
         channel_max: session.tuning.channel_max,
         frame_max: session.tuning.frame_max,
         heartbeat: session.tuning.heartbeat,
@@ -186,7 +186,7 @@ async fn run<S: Transport>(
     rbuf: BytesMut,
     session: Session,
     registered: Registered,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<Box<Command>>,
     shutdown: watch::Receiver<bool>,
 ) {
     let Session { grant, slots, tuning, cancel_notify, blocked_notify, client, .. } = session;
@@ -271,7 +271,7 @@ impl Connection {
         mut rbuf: BytesMut,
         heartbeat: Duration,
         shutdown: watch::Receiver<bool>,
-        commands: mpsc::Receiver<Command>,
+        commands: mpsc::Receiver<Box<Command>>,
     ) -> String {
         let mut last_read = Instant::now();
         // One tick a second checks for a silent peer (dropped after two missed heartbeat
@@ -361,7 +361,7 @@ impl Connection {
                         self.fail(0, AmqpError::connection(ReplyCode::ConnectionForced, text));
                     }
                     Event::Command(command) => {
-                        if let Some(reason) = self.obey(command) {
+                        if let Some(reason) = self.obey(*command) {
                             return reason;
                         }
                     }
