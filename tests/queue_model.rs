@@ -10,7 +10,7 @@ use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::Bytes;
 use proptest::prelude::*;
 use warren::broker::memory::MemoryMonitor;
-use warren::broker::message::Message;
+use warren::broker::message::{Extra, Message};
 use warren_protocol::content::Payload;
 use warren::broker::queue::args::{DeclareFlags, QueueArgs};
 use warren::broker::queue::ready::EntryMeta;
@@ -175,12 +175,14 @@ fn run(c: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     persistent,
                     from_store: false,
                     priority: priority.unwrap_or(0),
-                    ttl: match ttl {
-                        Ttl::None => None,
-                        Ttl::Zero => Some(0),
-                        Ttl::Hour => Some(3_600_000),
-                    },
-                    bcc: None,
+                    extra: Extra::new(
+                        match ttl {
+                            Ttl::None => None,
+                            Ttl::Zero => Some(0),
+                            Ttl::Hour => Some(3_600_000),
+                        },
+                        Vec::new(),
+                    ),
                 });
                 let full = c.max_length.is_some_and(|m| model.ready.len() as u64 >= m) || c.max_length_bytes.is_some_and(|m| model.bytes() + len as u64 > m);
                 let outcome = queue.enqueue(msg);

@@ -146,7 +146,7 @@ pub fn rewrite(letter: &DeadLetter) -> Republish {
         // 3.13 keeps the CC header here (3.12 removed it).
         Some(rk) => vec![rk.clone()],
         // All the keys it was published with, BCC included (not recorded in x-death).
-        None => own_keys.into_iter().chain(msg.bcc.iter().flat_map(|b| b.iter().cloned())).collect(),
+        None => own_keys.into_iter().chain(msg.bcc().iter().cloned()).collect(),
     };
     let mut props = props.with_headers(headers);
     props = clear_expiration(props);
@@ -157,8 +157,7 @@ pub fn rewrite(letter: &DeadLetter) -> Republish {
         persistent: msg.persistent,
         from_store: false,
         priority: msg.priority,
-        ttl: None,
-        bcc: None,
+        extra: None,
     };
     Republish { msg: Arc::new(msg), routing_keys, deaths: death_keys }
 }

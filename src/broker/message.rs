@@ -2,8 +2,6 @@
 //! RabbitMQ's sender-selected distribution (`CC` / `BCC` headers); and the broker's clock
 //! for message deadlines.
 
-use std::sync::Arc;
-
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use warren_protocol::content::Payload;
@@ -24,14 +22,38 @@ pub struct Message {
     pub from_store: bool,
     /// The priority property (0 without one).
     pub priority: u8,
+    /// What few messages carry, boxed so that the rest stay small: see [`Extra`].
+    pub extra: Option<Box<Extra>>,
+}
+
+/// The rarer parts of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extra {
     /// The expiration property: a per-message TTL in milliseconds.
     pub ttl: Option<u64>,
     /// Routing keys of the `BCC` header, which is removed before the message is stored or
     /// delivered; dead-lettering still routes with them, as RabbitMQ does.
-    pub bcc: Option<Arc<[String]>>,
+    pub bcc: Box<[String]>,
+}
+
+impl Extra {
+    /// The extra parts, or None when there are none.
+    pub fn new(ttl: Option<u64>, bcc: Vec<String>) -> Option<Box<Extra>> {
+        (ttl.is_some() || !bcc.is_empty()).then(|| Box::new(Extra { ttl, bcc: bcc.into_boxed_slice() }))
+    }
 }
 
 impl Message {
+    /// The per-message TTL (the expiration property) in milliseconds.
+    pub fn ttl(&self) -> Option<u64> {
+        self.extra.as_ref().and_then(|e| e.ttl)
+    }
+
+    /// The `BCC` routing keys it was published with.
+    pub fn bcc(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |e| &e.bcc)
+    }
+
     /// The basic properties as the publisher encoded them (flags and values).
     pub fn properties(&self) -> &[u8] {
         self.payload.properties()
@@ -101,4 +123,27 @@ pub fn without_bcc(raw: &[u8]) -> Option<Bytes> {
 /// and 64-bit, so they never saturate.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_keeps_its_rare_parts_boxed() {
+        // A backlog holds millions of these; the TTL and BCC keys of the few messages
+        // that have them must not make every message larger.
+        assert!(std::mem::size_of::<Message>() <= 136, "Message is {} octets", std::mem::size_of::<Message>());
+        assert!(Extra::new(None, Vec::new()).is_none());
+        let m = Message {
+            exchange: String::new(),
+            routing_key: String::new(),
+            payload: Payload::copied(&[0, 0], b""),
+            persistent: false,
+            from_store: false,
+            priority: 0,
+            extra: Extra::new(Some(5), vec!["k".into()]),
+        };
+        assert_eq!((m.ttl(), m.bcc()), (Some(5), &["k".to_string()][..]));
+    }
 }

@@ -14,7 +14,7 @@ use crate::access::{Perm, Resource};
 use crate::broker::consumer::{Consumer, DeliveryState, Unacked, UNSTAMPED};
 use crate::broker::exchange::{Exchange, ExchangeKind};
 use crate::broker::memory::Held;
-use crate::broker::message::{with_reply_to, without_bcc, Message, SenderSelected};
+use crate::broker::message::{with_reply_to, without_bcc, Extra, Message, SenderSelected};
 use crate::broker::reply_to::{REPLY_TO, REPLY_TO_PREFIX};
 use crate::broker::queue::{Enqueued, Queue};
 use crate::config::Compat;
@@ -96,7 +96,7 @@ impl Channel {
         } else {
             rewritten
         };
-        let bcc = selected.as_ref().filter(|s| !s.bcc.is_empty()).map(|s| s.bcc.clone().into());
+        let bcc = selected.as_ref().map(|s| s.bcc.clone()).unwrap_or_default();
         // Routing matches the headers as published (a rewrite keeps a copy of them).
         let (payload, published) = match rewritten {
             Some(properties) => (payload.with_properties(properties), Some(payload)),
@@ -109,8 +109,7 @@ impl Channel {
             persistent,
             from_store: false,
             priority,
-            ttl,
-            bcc,
+            extra: Extra::new(ttl, bcc),
         });
         ctx.broker.metrics.messages_received.inc();
         if let Some(c) = self.confirms.as_mut() {

@@ -374,7 +374,7 @@ impl Queue {
     /// The metadata of a message entering the queue at `now`: its TTL is the lower of its
     /// own and the queue's.
     fn meta_for(&self, msg: &Message, now: u64, args: &QueueArgs) -> EntryMeta {
-        let ttl = match (msg.ttl, args.message_ttl) {
+        let ttl = match (msg.ttl(), args.message_ttl) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -600,8 +600,7 @@ impl Queue {
                 persistent: true,
                 from_store: true,
                 priority,
-                ttl: None,
-                bcc: None,
+                extra: None,
             }))),
             Ok(None) => {
                 error!(queue = %self.name, offset, "a paged-out message is missing from the store; skipping it");
@@ -763,7 +762,7 @@ impl Queue {
         }
         // The settings as they are now, loaded once for the whole enqueue.
         let args = self.args();
-        let timed = msg.ttl.is_some() || args.message_ttl.is_some();
+        let timed = msg.ttl().is_some() || args.message_ttl.is_some();
         let now = if timed { now_ms() } else { 0 };
         let mut letters = Letters::new();
         if args.overflow != Overflow::DropHead && (args.max_length.is_some() || args.max_length_bytes.is_some()) {
@@ -823,7 +822,7 @@ impl Queue {
             self.unlock(st, letters);
             return outcome;
         }
-        if msg.ttl.is_some() {
+        if msg.ttl().is_some() {
             st.deadlines.push(Reverse((meta.expires, meta.priority, offset)));
         }
         let entry = self.ready_entry(&mut st, offset, msg, meta, &args);

@@ -17,7 +17,7 @@ use warren_protocol::content::Payload;
 use super::{body, created_or_updated, json, lenient, list, no_content, paged, node_name, one, ApiResult, Params};
 use crate::access::{Perm, Resource};
 use crate::broker::exchange::{Binding, Destination, Exchange};
-use crate::broker::message::Message;
+use crate::broker::message::{Extra, Message};
 use crate::broker::policy::Policy;
 use crate::broker::queue::Queue;
 use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
@@ -302,8 +302,7 @@ pub async fn publish(State(mgmt): State<Mgmt>, caller: Caller, Path((vhost, name
         persistent,
         from_store: false,
         priority,
-        ttl,
-        bcc: None,
+        extra: Extra::new(ttl, Vec::new()),
     };
     mgmt.broker.metrics.messages_received.inc();
     let routed = v.publish(&x, Arc::new(msg));
@@ -597,8 +596,7 @@ pub fn round_trip(v: &VHost, queue: &str, payload: &[u8]) -> bool {
         persistent: false,
         from_store: false,
         priority: 0,
-        ttl: None,
-        bcc: None,
+        extra: None,
     };
     if !v.publish(&default, Arc::new(msg)) {
         return false;
