@@ -236,8 +236,7 @@ fn bench_deliver(c: &mut Criterion) {
             persistent: true,
             from_store: false,
             priority: 0,
-            ttl: None,
-            bcc: None,
+            extra: None,
         };
         // One long-lived buffer, as a connection has: deliveries are appended in batches and
         // the buffer is emptied between batches (outside the timing) through
